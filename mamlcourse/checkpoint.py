@@ -1,0 +1,106 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, keyed by config.
+
+A checkpoint holds plain types and tensors only (model and optimizer state, step, RNG
+states, the config as a dict, the history), so it loads without unpickling code. It is
+written to a temporary file in the same folder and moved into place, so a run killed
+while saving leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import MetaConfig, option_name
+
+FORMAT_VERSION = 1
+
+# Settings that may change between a run and its resumption: they change how long a run
+# goes on or how it is watched, not what it computes.
+RESUMABLE_FIELDS = frozenset({
+    "num_iterations", "checkpoint_every", "log_every", "eval_tasks", "eval_inner_steps",
+    "eval_max_steps", "vectorize", "validate_every", "validation_tasks", "eval_k_shots",
+    "eval_query_points", "eval_k_query", "baseline_lrs",
+})
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint was made with another configuration than the run that wants to resume it."""
+
+
+def checkpoint_path(directory: str | os.PathLike, name: str = "checkpoint") -> Path:
+    return Path(directory) / f"{name}.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT_VERSION, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint`` (safely: ``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a mamlcourse checkpoint of a known format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise ValueError(f"{path} is not a readable mamlcourse checkpoint ({err}); "
+                         "delete it to start afresh") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path} is not a mamlcourse checkpoint of format {FORMAT_VERSION}")
+    return state
+
+
+def check_compatible(saved: dict[str, Any], cfg: MetaConfig, where: str | os.PathLike) -> None:
+    """Refuse to resume a checkpoint made with other settings, naming each difference.
+
+    Raises:
+        CheckpointMismatch: some setting outside ``RESUMABLE_FIELDS`` differs.
+    """
+    current = cfg.to_dict()
+    differences = [
+        f"{option_name(key)}: checkpoint {saved.get(key)!r}, now {value!r}"
+        for key, value in current.items()
+        if key not in RESUMABLE_FIELDS and saved.get(key) != value
+    ]
+    if differences:
+        raise CheckpointMismatch(
+            f"the checkpoint in {where} was made with other settings ({'; '.join(differences)}). "
+            "Resume it with its own settings, or train into another folder (--out).")
+
+
+def load_model(path: str | os.PathLike, name: str = "checkpoint",
+               device: str | torch.device = "cpu") -> tuple[torch.nn.Module, MetaConfig, dict[str, Any]]:
+    """The trained model in a run folder (or checkpoint file), its config and the raw state.
+
+    Example:
+        >>> model, cfg, state = load_model("runs/sine")
+        >>> state["step"]
+        70000
+    """
+    from .config import config_from_dict
+    from .models import build_model
+
+    path = Path(path)
+    file = path if path.suffix == ".pt" else checkpoint_path(path, name)
+    state = load_checkpoint(file, map_location=device)
+    cfg = config_from_dict(state["config"])
+    model = build_model(cfg).to(device)
+    model.load_state_dict(state["model"])
+    return model, cfg, state

@@ -1,0 +1,130 @@
+"""Command line for long runs: ``python -m mamlcourse train|eval sine|omniglot ...``.
+
+    python -m mamlcourse train sine --preset paper --out runs/sine
+    python -m mamlcourse eval sine --checkpoint runs/sine --tasks 600
+    python -m mamlcourse train omniglot --preset paper-5w1s --out runs/omniglot-5w1s
+    python -m mamlcourse eval omniglot --checkpoint runs/omniglot-5w1s --lake-runs
+
+Training into a folder that holds a checkpoint resumes it. Both commands print a results
+table and write ``results.json`` into the run folder. Bad settings stop the command
+with one line naming the option and what it accepts, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .checkpoint import CheckpointMismatch
+from .config import get_preset, replace, resolve_device
+from .train import TrainingDiverged
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mamlcourse",
+                                     description="Train and evaluate MAML on sine waves and Omniglot.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="meta-train (resumes a run folder's checkpoint)")
+    train.add_argument("task", choices=["sine", "omniglot"])
+    train.add_argument("--preset", help="sine: paper, quick; omniglot: paper-5w1s, paper-5w5s, "
+                       "paper-20w1s, paper-20w5s, quick-5w1s, quick (default: paper / paper-5w1s)")
+    train.add_argument("--out", required=True, help="run folder: checkpoints and results.json")
+    train.add_argument("--iterations", type=int, dest="num_iterations")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--inner-lr", type=float, dest="inner_lr")
+    train.add_argument("--outer-lr", type=float, dest="outer_lr")
+    train.add_argument("--inner-steps", type=int, dest="num_inner_steps")
+    train.add_argument("--tasks-per-batch", type=int, dest="tasks_per_batch")
+    train.add_argument("--k-shot", type=int, dest="k_shot")
+    train.add_argument("--k-query", type=int, dest="k_query")
+    train.add_argument("--n-way", type=int, dest="n_way", help="omniglot only")
+    train.add_argument("--first-order", action="store_true", default=None, dest="first_order")
+    train.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    train.add_argument("--tasks", type=int, dest="eval_tasks", help="test tasks scored at the end")
+    train.add_argument("--vectorize", choices=["auto", "vmap", "loop"], default="auto",
+                       help="run a meta-batch's tasks under vmap or as a loop (default: auto)")
+    train.add_argument("--data", help="omniglot: folder holding images_background.zip and "
+                       "images_evaluation.zip (default: $MAMLCOURSE_DATA, else a download folder)")
+    _add_common(train)
+
+    evaluate = commands.add_parser("eval", help="score a trained run folder")
+    evaluate.add_argument("task", choices=["sine", "omniglot"])
+    evaluate.add_argument("--checkpoint", required=True, help="run folder written by train")
+    evaluate.add_argument("--tasks", type=int, dest="eval_tasks", help="test tasks (default 600)")
+    evaluate.add_argument("--inner-steps", type=int, dest="eval_inner_steps",
+                          help="omniglot: inner steps at test for the headline accuracy")
+    evaluate.add_argument("--lake-runs", action="store_true",
+                          help="omniglot: also score Lake et al.'s 20 official one-shot runs")
+    evaluate.add_argument("--data", help="omniglot: folder holding the zips (see train --data)")
+    _add_common(evaluate)
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace):
+    preset = args.preset or ("paper" if args.task == "sine" else "paper-5w1s")
+    cfg = get_preset(args.task, preset)
+    changes = {name: getattr(args, name) for name in (
+        "num_iterations", "seed", "inner_lr", "outer_lr", "num_inner_steps", "tasks_per_batch",
+        "k_shot", "k_query", "first_order", "checkpoint_every", "eval_tasks")}
+    if args.task == "omniglot":
+        changes["n_way"] = args.n_way
+    elif args.n_way is not None:
+        raise ValueError("--n-way applies to omniglot only")
+    if args.task == "sine" and args.data is not None:
+        raise ValueError("--data applies to omniglot only")
+    if changes["k_shot"] is not None and changes["k_query"] is None and args.task == "sine":
+        changes["k_query"] = changes["k_shot"]  # the paper draws as many query points as shots
+    changes["vectorize"] = {"auto": None, "vmap": True, "loop": False}[args.vectorize]
+    return replace(cfg, **changes)  # options left unset (None) keep the preset's value
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.eval_tasks is not None and args.eval_tasks < 1:
+        raise ValueError(f"--tasks must be an integer >= 1, got {args.eval_tasks}")
+    device = resolve_device(args.device)
+    progress = not args.no_progress
+    if args.task == "sine":
+        from .runs.sine import eval_sine, format_table, train_sine
+        if args.command == "train":
+            results = train_sine(_config_from_args(args), args.out, device=device, progress=progress)
+        else:
+            results = eval_sine(args.checkpoint, device=device, num_tasks=args.eval_tasks)
+        print(format_table(results))
+        return 0
+    from .runs import omniglot as omniglot_run
+    if args.command == "train":
+        results = omniglot_run.train_omniglot(_config_from_args(args), args.out, device=device,
+                                              data_root=args.data, progress=progress)
+    else:
+        results = omniglot_run.eval_omniglot(args.checkpoint, device=device, data_root=args.data,
+                                             num_tasks=args.eval_tasks,
+                                             inner_steps=args.eval_inner_steps,
+                                             lake_runs=args.lake_runs, progress=progress)
+    print(omniglot_run.format_table(results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs a command and turns expected failures into one-line messages."""
+    try:
+        return run(argv)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (ValueError, FileNotFoundError, CheckpointMismatch, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,364 @@
+"""Frozen configurations: the paper's presets, quick presets, and the quick/full mode switch.
+
+Every hyperparameter of the course lives here. A notebook overrides one in a single
+visible cell, ``cfg = dataclasses.replace(cfg, inner_lr=0.1)``; the dataclasses
+validate themselves, so a bad value fails where it is written, with the fix in the
+message.
+
+Example:
+    >>> cfg = sine_preset("paper")
+    >>> cfg.inner_lr, cfg.tasks_per_batch, cfg.num_iterations
+    (0.01, 25, 70000)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+MODES = ("quick", "full")
+
+# How a field is spelled on the command line, so errors name the option a user typed.
+_OPTION = {
+    "num_iterations": "--iterations",
+    "num_inner_steps": "--inner-steps",
+    "inner_lr": "--inner-lr",
+    "outer_lr": "--outer-lr",
+    "tasks_per_batch": "--tasks-per-batch",
+    "k_shot": "--k-shot",
+    "k_query": "--k-query",
+    "eval_tasks": "--tasks",
+    "eval_inner_steps": "--inner-steps",
+    "checkpoint_every": "--checkpoint-every",
+    "n_way": "--n-way",
+    "seed": "--seed",
+}
+
+
+def option_name(name: str) -> str:
+    """``inner_lr`` -> ``"inner_lr (--inner-lr)"``: how errors name a setting."""
+    return f"{name} ({_OPTION[name]})" if name in _OPTION else name
+
+
+def _check_count(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{option_name(name)} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_rate(name: str, value: Any, *, allow_zero: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{option_name(name)} must be a finite number {bound}, got {value!r}")
+
+
+def _check_range(name: str, value: tuple[float, float]) -> None:
+    lo, hi = value
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"{name} must be (low, high) with low < high, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetaConfig:
+    """Settings shared by every MAML experiment.
+
+    Attributes:
+        preset: name of the preset this config came from (recorded in checkpoints).
+        num_inner_steps: inner gradient steps during meta-training.
+        inner_lr: α, the inner-loop step size (on a *mean* loss over the support set).
+        first_order: drop second derivatives (first-order MAML).
+        outer_lr: β, Adam's learning rate for the meta-update.
+        tasks_per_batch: tasks per meta-update.
+        num_iterations: meta-updates in the whole run.
+        k_shot: support examples (per class for classification).
+        k_query: query examples (per class for classification) during meta-training.
+        eval_tasks: fixed test tasks scored by ``evaluate`` (600, as the paper).
+        eval_inner_steps: inner steps at test for the headline number.
+        eval_max_steps: the learning curve at test goes from 0 to this many steps.
+        checkpoint_every: iterations between checkpoints.
+        log_every: iterations between progress-bar updates (and NaN checks).
+        seed: seeds the initialisation and the task stream.
+        vectorize: run a meta-batch's tasks with ``torch.func.vmap`` (True), one by one
+            (False), or let ``maml.default_vectorize`` pick for the model and device (None).
+    """
+
+    preset: str = "custom"
+    num_inner_steps: int = 1
+    inner_lr: float = 0.01
+    first_order: bool = False
+    outer_lr: float = 1e-3
+    tasks_per_batch: int = 25
+    num_iterations: int = 70_000
+    k_shot: int = 10
+    k_query: int = 10
+    eval_tasks: int = 600
+    eval_inner_steps: int = 1
+    eval_max_steps: int = 10
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    vectorize: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tasks_per_batch", "num_iterations", "k_shot", "k_query", "eval_tasks",
+                     "checkpoint_every", "log_every"):
+            _check_count(name, getattr(self, name))
+        for name in ("num_inner_steps", "eval_inner_steps", "eval_max_steps", "seed"):
+            _check_count(name, getattr(self, name), minimum=0)
+        _check_rate("inner_lr", self.inner_lr, allow_zero=True)
+        _check_rate("outer_lr", self.outer_lr, allow_zero=False)
+        if self.vectorize not in (None, True, False):
+            raise ValueError(f"vectorize must be True, False or None, got {self.vectorize!r}")
+
+    @property
+    def task(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def loss(self) -> str:
+        """Name of the task loss: ``"mse"`` or ``"cross_entropy"`` (see ``maml.loss_function``)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists for tuples), for JSON and ``torch.load(weights_only=True)``."""
+        out = {"task": self.task}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SineConfig(MetaConfig):
+    """Sine-wave regression (paper, Section 5.1 and Appendix C).
+
+    Attributes:
+        amplitude_range: A ~ U[0.1, 5].
+        phase_range: phase ~ U[0, π].
+        x_range: x ~ U[-5, 5].
+        hidden_sizes: the MLP's hidden layers (40, 40), ReLU.
+        eval_k_shots: the support sizes K scored at test (5, 10, 20).
+        eval_query_points: query points per test task, uniform over ``x_range``.
+        baseline_lrs: fine-tuning step sizes tried for the pretrained baseline; the one
+            with the lowest MSE on separate validation tasks is kept.
+    """
+
+    amplitude_range: tuple[float, float] = (0.1, 5.0)
+    phase_range: tuple[float, float] = (0.0, math.pi)
+    x_range: tuple[float, float] = (-5.0, 5.0)
+    hidden_sizes: tuple[int, ...] = (40, 40)
+    eval_k_shots: tuple[int, ...] = (5, 10, 20)
+    eval_query_points: int = 100
+    baseline_lrs: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.05)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("amplitude_range", "phase_range", "x_range"):
+            _check_range(name, getattr(self, name))
+        if not self.hidden_sizes or any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
+        for k in self.eval_k_shots:
+            _check_count("eval_k_shots", k)
+        _check_count("eval_query_points", self.eval_query_points)
+        for lr in self.baseline_lrs:
+            _check_rate("baseline_lrs", lr, allow_zero=False)
+
+    @property
+    def task(self) -> str:
+        return "sine"
+
+    @property
+    def loss(self) -> str:
+        return "mse"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OmniglotConfig(MetaConfig):
+    """N-way K-shot Omniglot classification (paper, Section 5.2 and Appendix A.1).
+
+    The inner loss is the *mean* cross-entropy over the support set. The original code
+    sums the per-example cross-entropy divided by K, which is N times the mean, so its
+    α = 0.4 (5-way) and α = 0.1 (20-way) are both α = 2.0 here.
+
+    Attributes:
+        n_way: classes per task.
+        eval_k_query: query images per class at test (15, as most reimplementations;
+            the original drew K).
+        num_filters: channels of each of ConvNet4's four blocks.
+        image_size: images are resized to ``image_size`` x ``image_size``.
+        split: ``"paper"`` (1200 training characters, the rest for testing) or
+            ``"lake"`` (background alphabets for training, evaluation alphabets for testing).
+        rotations: add rotations by 90/180/270 degrees as new classes (paper).
+        validation_characters: characters carved out of the training ones for validation.
+        validate_every: iterations between validation scores during training (0: never).
+        validation_tasks: tasks per validation score.
+    """
+
+    n_way: int = 5
+    eval_k_query: int = 15
+    num_filters: int = 64
+    image_size: int = 28
+    split: str = "paper"
+    rotations: bool = True
+    validation_characters: int = 100
+    validate_every: int = 500
+    validation_tasks: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("n_way", "eval_k_query", "num_filters", "image_size", "validation_tasks"):
+            _check_count(name, getattr(self, name))
+        for name in ("validation_characters", "validate_every"):
+            _check_count(name, getattr(self, name), minimum=0)
+        if self.n_way < 2:
+            raise ValueError(f"{option_name('n_way')} must be >= 2 for classification, got {self.n_way}")
+        if self.split not in ("paper", "lake"):
+            raise ValueError(f"split must be 'paper' or 'lake', got {self.split!r}")
+
+    @property
+    def task(self) -> str:
+        return "omniglot"
+
+    @property
+    def loss(self) -> str:
+        return "cross_entropy"
+
+
+# ---------------------------------------------------------------------------------------
+# Presets. "paper" presets are the paper's settings; "quick" ones fit a laptop CPU.
+
+SINE_PRESETS: dict[str, SineConfig] = {
+    # Appendix C: K = 10, one inner step of 0.01, Adam 1e-3, 25 tasks, 70k iterations.
+    "paper": SineConfig(preset="paper", k_shot=10, k_query=10, num_inner_steps=1,
+                        inner_lr=0.01, outer_lr=1e-3, tasks_per_batch=25,
+                        num_iterations=70_000, checkpoint_every=5000, log_every=100),
+    # Seconds on a CPU: same maths, fewer iterations and test tasks.
+    "quick": SineConfig(preset="quick", k_shot=10, k_query=10, num_inner_steps=1,
+                        inner_lr=0.01, outer_lr=1e-3, tasks_per_batch=25,
+                        num_iterations=3000, eval_tasks=200, checkpoint_every=1000),
+}
+
+_PAPER_OMNIGLOT = dict(outer_lr=1e-3, num_iterations=60_000, eval_max_steps=10,
+                       checkpoint_every=1000, log_every=50)
+
+OMNIGLOT_PRESETS: dict[str, OmniglotConfig] = {
+    # Appendix A.1: 5-way trains with 1 step (α = 0.4 on the summed loss = 2.0 on the mean)
+    # and 32 tasks, and is evaluated with 3 steps; K query images per class, as the original.
+    "paper-5w1s": OmniglotConfig(preset="paper-5w1s", n_way=5, k_shot=1, k_query=1,
+                                 num_inner_steps=1, inner_lr=2.0, tasks_per_batch=32,
+                                 eval_inner_steps=3, **_PAPER_OMNIGLOT),
+    "paper-5w5s": OmniglotConfig(preset="paper-5w5s", n_way=5, k_shot=5, k_query=5,
+                                 num_inner_steps=1, inner_lr=2.0, tasks_per_batch=32,
+                                 eval_inner_steps=3, **_PAPER_OMNIGLOT),
+    # 20-way trains and tests with 5 steps of α = 0.1 (2.0 on the mean) and 16 tasks.
+    "paper-20w1s": OmniglotConfig(preset="paper-20w1s", n_way=20, k_shot=1, k_query=1,
+                                  num_inner_steps=5, inner_lr=2.0, tasks_per_batch=16,
+                                  eval_inner_steps=5, **_PAPER_OMNIGLOT),
+    "paper-20w5s": OmniglotConfig(preset="paper-20w5s", n_way=20, k_shot=5, k_query=5,
+                                  num_inner_steps=5, inner_lr=2.0, tasks_per_batch=16,
+                                  eval_inner_steps=5, **_PAPER_OMNIGLOT),
+    # 15 minutes on a 2-core CPU: 8 tasks per batch, one query image per class.
+    "quick-5w1s": OmniglotConfig(preset="quick-5w1s", n_way=5, k_shot=1, k_query=1,
+                                 num_inner_steps=1, inner_lr=2.0, tasks_per_batch=8,
+                                 num_iterations=5000, eval_inner_steps=1, eval_max_steps=10,
+                                 checkpoint_every=250, log_every=25, validate_every=500),
+    # A minute on a CPU: what the quick mode of the lessons trains.
+    "quick": OmniglotConfig(preset="quick", n_way=5, k_shot=1, k_query=1, num_inner_steps=1,
+                            inner_lr=2.0, tasks_per_batch=8, num_iterations=300,
+                            eval_tasks=200, eval_inner_steps=1, checkpoint_every=100,
+                            log_every=25, validate_every=0),
+}
+
+PRESETS: dict[str, dict[str, MetaConfig]] = {"sine": SINE_PRESETS, "omniglot": OMNIGLOT_PRESETS}
+
+
+def get_preset(task: str, name: str) -> MetaConfig:
+    """The preset ``name`` of ``task`` (``"sine"`` or ``"omniglot"``).
+
+    Raises:
+        ValueError: unknown task or preset, listing the valid names.
+    """
+    if task not in PRESETS:
+        raise ValueError(f"unknown task {task!r}: choose one of {sorted(PRESETS)}")
+    presets = PRESETS[task]
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r} for {task}: choose one of {list(presets)}")
+    return presets[name]
+
+
+def sine_preset(name: str = "paper") -> SineConfig:
+    """Shorthand for ``get_preset("sine", name)``."""
+    return get_preset("sine", name)  # type: ignore[return-value]
+
+
+def omniglot_preset(name: str = "paper-5w1s") -> OmniglotConfig:
+    """Shorthand for ``get_preset("omniglot", name)``."""
+    return get_preset("omniglot", name)  # type: ignore[return-value]
+
+
+def config_from_dict(data: dict[str, Any]) -> MetaConfig:
+    """Rebuild a config written by ``MetaConfig.to_dict`` (for example from a checkpoint)."""
+    data = dict(data)
+    task = data.pop("task")
+    cls = {"sine": SineConfig, "omniglot": OmniglotConfig}[task]
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            continue  # a field from a newer or older version: ignored, not guessed
+        kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# Mode and device.
+
+def resolve_mode(mode: str | None = None) -> str:
+    """``"quick"`` or ``"full"``: the argument, else ``$MAMLCOURSE_MODE``, else full with CUDA.
+
+    Quick and full change sizes only (iterations, tasks, evaluation tasks), never code.
+    """
+    mode = mode if mode is not None else os.environ.get("MAMLCOURSE_MODE") or None
+    if mode is None:
+        return "full" if torch.cuda.is_available() else "quick"
+    if mode not in MODES:
+        raise ValueError(f"MAMLCOURSE_MODE must be 'quick' or 'full', got {mode!r}")
+    return mode
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The argument checked for availability, else CUDA when present, else the CPU.
+
+    Raises:
+        ValueError: an unknown device name, or CUDA asked for on a machine without it.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} (--device): use 'cpu', 'cuda' or 'cuda:N'") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} (--device) asked for, but CUDA is not available here: "
+                         "use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r} (--device): use 'cpu' or 'cuda'")
+    return dev
+
+
+def replace(cfg: MetaConfig, **changes: Any) -> MetaConfig:
+    """``dataclasses.replace`` that skips ``None`` values (handy for optional CLI flags)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+
+
+__all__ = [
+    "MetaConfig", "SineConfig", "OmniglotConfig", "PRESETS", "SINE_PRESETS", "OMNIGLOT_PRESETS",
+    "get_preset", "sine_preset", "omniglot_preset", "config_from_dict", "resolve_mode",
+    "resolve_device", "replace", "option_name", "field",
+]

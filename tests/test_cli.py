@@ -1,0 +1,111 @@
+"""The command line: a sine run end to end, resume after a kill, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import max_abs_diff
+
+from mamlcourse.checkpoint import checkpoint_path, load_checkpoint
+from mamlcourse.config import replace, sine_preset
+from mamlcourse.data.sine import SineTasks
+from mamlcourse.models import build_model
+from mamlcourse.train import meta_train
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mamlcourse", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--iterations", "0"], r"num_iterations (--iterations) must be an integer >= 1, got 0"),
+    (["--tasks-per-batch", "-3"], r"tasks_per_batch (--tasks-per-batch) must be an integer >= 1, got -3"),
+    (["--inner-lr", "nan"], r"inner_lr (--inner-lr) must be a finite number >= 0, got nan"),
+    (["--inner-lr", "-1"], r"inner_lr (--inner-lr) must be a finite number >= 0, got -1.0"),
+    (["--k-shot", "0"], r"k_shot (--k-shot) must be an integer >= 1, got 0"),
+    (["--preset", "huge"], "unknown preset 'huge' for sine: choose one of ['paper', 'quick']"),
+    (["--device", "xla"], "unsupported device 'xla' (--device): use 'cpu' or 'cuda'"),
+    (["--device", "banana"], "unknown device 'banana' (--device)"),
+    (["--tasks", "0"], "--tasks must be an integer >= 1, got 0"),
+    (["--n-way", "5"], "--n-way applies to omniglot only"),
+])
+def test_bad_input_fails_fast_with_one_line_and_no_traceback(tmp_path, args, message):
+    result = cli("train", "sine", "--preset", "quick", "--out", str(tmp_path / "run"), *args, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_argparse_errors_are_short_too(tmp_path):
+    result = cli("train", "sine", "--iterations", "many", "--out", str(tmp_path))
+    assert result.returncode == 2 and "invalid int value: 'many'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_of_a_missing_run_says_so(tmp_path):
+    result = cli("eval", "sine", "--checkpoint", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "no checkpoint at" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_and_eval_sine_write_results_json(tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", "sine", "--preset", "quick", "--out", str(out), "--iterations", "150",
+                 "--tasks", "20", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "paper maml" in result.stdout and "MAML" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "sine" and results["iterations"] == 150
+    assert isinstance(results["wall_seconds"], float) and results["wall_seconds"] > 0
+    assert results["eval"]["num_tasks"] == 20
+    for block in (results["eval"]["mse"], results["eval"]["ci95"], results["baseline"]["mse"]):
+        assert sorted(block, key=int) == ["5", "10", "20"]
+        assert all(len(curve) == 11 for curve in block.values())
+    assert results["baseline"]["finetune_lr"] in sine_preset("quick").baseline_lrs
+
+    again = cli("eval", "sine", "--checkpoint", str(out), "--tasks", "30")
+    assert again.returncode == 0, again.stderr
+    rescored = json.loads((out / "results.json").read_text())
+    assert rescored["eval"]["num_tasks"] == 30 and rescored["iterations"] == 150
+
+    # A second train into the same folder resumes: asking for more iterations continues the run.
+    more = cli("train", "sine", "--preset", "quick", "--out", str(out), "--iterations", "200",
+               "--tasks", "20", "--no-progress")
+    assert more.returncode == 0, more.stderr
+    assert load_checkpoint(checkpoint_path(out))["step"] == 200
+    # ... while other settings are refused, naming the difference.
+    other = cli("train", "sine", "--preset", "quick", "--out", str(out), "--inner-lr", "0.02")
+    assert other.returncode == 2 and "inner_lr (--inner-lr): checkpoint 0.01, now 0.02" in other.stderr
+
+
+def test_a_killed_cli_run_resumes_to_the_same_parameters(tmp_path):
+    """SIGKILL the real command mid-run, run it again, compare with an uninterrupted run."""
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "mamlcourse", "train", "sine", "--preset", "quick", "--out", str(out),
+            "--iterations", "1500", "--checkpoint-every", "100", "--tasks", "10", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = checkpoint_path(out)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (path.exists() and load_checkpoint(path)["step"] >= 300):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(path)["step"]
+    assert 300 <= killed_at < 1500, "the run was not killed mid-training"
+
+    finished = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+
+    cfg = replace(sine_preset("quick"), num_iterations=1500, checkpoint_every=100, eval_tasks=10)
+    torch.manual_seed(cfg.seed)
+    straight = build_model(cfg)
+    meta_train(straight, SineTasks.from_config(cfg), cfg, progress=False)
+    assert max_abs_diff(load_checkpoint(path)["model"], straight.state_dict()) == 0.0
