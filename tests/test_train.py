@@ -138,3 +138,9 @@ def test_checkpoints_load_with_weights_only(tmp_path):
 def test_checkpoint_writes_leave_no_temporary_file(tmp_path):
     save_checkpoint(tmp_path / "c.pt", {"step": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown on a machine without CUDA")
+def test_cuda_graphs_on_the_cpu_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="CUDA graphs need the model and tasks on a CUDA device"):
+        meta_train(fresh_model(), SineTasks.from_config(CFG), CFG, progress=False, cuda_graph=True)
