@@ -335,21 +335,34 @@ def test_paper_split_needs_both_archives(root, tmp_path):
 # ---------------------------------------------------------------------------------------
 # Archives that are not what they claim.
 
-def _png(root: Path) -> bytes:
-    with zipfile.ZipFile(root / "all_runs.zip") as archive:
-        return archive.read("run01/test/item01.png")
+def _png() -> bytes:
+    """A 105 x 105 1-bit PNG like Omniglot's: white paper, one black vertical stroke."""
+    image = Image.new("1", (105, 105), 1)
+    for y in range(20, 80):
+        for x in range(50, 56):
+            image.putpixel((x, y), 0)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_decode_png_inverts_and_keeps_the_image_binary():
+    small = decode_png(_png())
+    assert small.shape == (28, 28) and small.dtype == np.uint8
+    assert set(np.unique(small).tolist()) == {0, 1}
+    assert small[5:21, 13:15].all() and small[:, :12].sum() == 0, "the stroke must be 1, the paper 0"
 
 
 @pytest.mark.parametrize("member", ["images_background/../../evil/character01/0001_01.png",
                                     "/images_background/Latin/character01/0001_01.png",
                                     "images_background/Latin/..\\..\\evil.png"])
-def test_a_member_that_would_leave_the_folder_is_refused(root, tmp_path, member):
+def test_a_member_that_would_leave_the_folder_is_refused(tmp_path, member):
     path = tmp_path / "images_background.zip"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the odd name; refusing it is the point
         with zipfile.ZipFile(path, "w") as archive:
-            archive.writestr("images_background/Latin/character01/0683_01.png", _png(root))
-            archive.writestr(member, _png(root))
+            archive.writestr("images_background/Latin/character01/0683_01.png", _png())
+            archive.writestr(member, _png())
     with pytest.raises(UnsafeArchive, match="would leave the folder"):
         omniglot_images.read_archive(path)
 
@@ -361,10 +374,10 @@ def test_safe_member_path_accepts_the_official_layout():
             safe_member_path(bad)
 
 
-def test_a_character_with_missing_drawings_is_refused(root, tmp_path):
+def test_a_character_with_missing_drawings_is_refused(tmp_path):
     path = tmp_path / "images_background.zip"
     with zipfile.ZipFile(path, "w") as archive:
         for d in range(1, 20):
-            archive.writestr(f"images_background/Latin/character01/0683_{d:02d}.png", _png(root))
+            archive.writestr(f"images_background/Latin/character01/0683_{d:02d}.png", _png())
     with pytest.raises(CorruptArchive, match="has 19 drawings, not 20"):
         omniglot_images.read_archive(path)
