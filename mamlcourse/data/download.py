@@ -246,6 +246,7 @@ def download_archive(name: str, root: str | os.PathLike, *, base_url: str | None
             raise OmniglotNotFound(not_found_message([name], root, reason=f"downloading {url} "
                                                      f"failed ({err})")) from err
         verify_archive(tmp, name)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the data folder may be shared
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
