@@ -198,8 +198,8 @@ def not_found_message(names: Iterable[str], root: Path, *, reason: str = "") -> 
             f"Put the file(s) into {root}, or point to a folder that holds them in one of three ways: "
             f"(1) root=... in Python / --data on the command line; (2) ${DATA_ENV}=/path/to/folder; "
             f"(3) leave both unset to use the default folder {default_data_dir()}, which is "
-            f"downloaded into from {DEFAULT_BASE_URL} (override with ${URL_ENV}). "
-            f"To download into {root} itself, pass download=True.")
+            f"downloaded into from {DEFAULT_BASE_URL} (override with ${URL_ENV})."
+            + ("" if root == default_data_dir() else f" To download into {root} itself, pass download=True."))
 
 
 def download_archive(name: str, root: str | os.PathLike, *, base_url: str | None = None,
