@@ -40,6 +40,8 @@ PAPER_TRAIN_CHARACTERS = 1200
 # sorted list the same way (its folder order came from os.listdir, which varies).
 SPLIT_SEED = 1
 ROTATIONS = (0, 90, 180, 270)
+LAKE_RUNS = 20  # all_runs.zip: 20 runs of a 20-way 1-shot task, 20 test items each
+LAKE_WAYS = 20
 
 
 def split_characters(omniglot: OmniglotImages, split: str = "paper", *, validation_characters: int = 100,
@@ -294,31 +296,32 @@ def lake_runs(root: str | os.PathLike | None = None, *, image_size: int = 28,
                            progress=False)["all_runs"].path
     tasks = []
     with zipfile.ZipFile(path) as archive:
-        for run in range(1, 21):
+        for run in range(1, LAKE_RUNS + 1):
             prefix = f"run{run:02d}"
 
             def image(member: str) -> Tensor:
                 return torch.from_numpy(decode_png(archive.read(member), image_size))
 
-            support = torch.stack([image(f"{prefix}/training/class{c:02d}.png") for c in range(1, 21)])
+            classes = [f"{prefix}/training/class{c:02d}.png" for c in range(1, LAKE_WAYS + 1)]
+            support = torch.stack([image(member) for member in classes])
             answers = {}
             for line in archive.read(f"{prefix}/class_labels.txt").decode().split("\n"):
                 if line.strip():
                     item, label = line.split()
                     answers[item] = int(label.removesuffix(".png").rsplit("class", 1)[1]) - 1
-            items = [f"{prefix}/test/item{i:02d}.png" for i in range(1, 21)]
-            if sorted(answers) != items or sorted(answers.values()) != list(range(20)):
+            items = [f"{prefix}/test/item{i:02d}.png" for i in range(1, LAKE_WAYS + 1)]
+            if sorted(answers) != items or sorted(answers.values()) != list(range(LAKE_WAYS)):
                 raise CorruptArchive(f"{path}: {prefix}/class_labels.txt does not give one class per "
                                      "test item; download all_runs.zip again")
             query = torch.stack([image(item) for item in items])
             y_query = torch.tensor([answers[item] for item in items])
-            task = Task(_to_x(support), torch.arange(20), _to_x(query), y_query)
+            task = Task(_to_x(support), torch.arange(LAKE_WAYS), _to_x(query), y_query)
             tasks.append(task.to(resolve_device(device)))
     return tasks
 
 
 __all__ = [
-    "SPLITS", "SPLIT_SEED", "ROTATIONS", "split_characters", "with_rotations", "OmniglotTasks",
-    "lake_runs", "load_images", "OmniglotImages", "decode_png", "OmniglotNotFound", "CorruptArchive",
-    "UnsafeArchive",
+    "SPLITS", "SPLIT_SEED", "ROTATIONS", "LAKE_RUNS", "LAKE_WAYS", "split_characters", "with_rotations",
+    "OmniglotTasks", "lake_runs", "load_images", "OmniglotImages", "decode_png", "OmniglotNotFound",
+    "CorruptArchive", "UnsafeArchive",
 ]
