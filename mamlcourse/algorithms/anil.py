@@ -1,0 +1,158 @@
+"""ANIL, Almost No Inner Loop (Raghu, Raghu, Bengio & Vinyals 2020): only the head adapts.
+
+Split θ into a body θ_b (every layer but the last) and a head θ_h (the last linear
+layer). The inner loop adapts the head alone, on the body's features:
+
+    z = f_{θ_b}(x)                                   features, computed once per task
+    θ_h' = θ_h − α ∇_{θ_h} L_support(θ_h; z_support)   the body gets no inner update
+    meta_loss = 1/T Σ_i L_query(θ_h'; z_query)
+
+The body still learns: the meta-gradient reaches θ_b through the features, both
+directly and through the head's adaptation (which depends on z_support). So ANIL is
+MAML with α = 0 on the body, and the tests check exactly that, but it runs the inner
+loop on a linear layer instead of the whole network, which is far cheaper.
+
+In code, ANIL is the course's ``meta_loss`` applied to the head, on tasks whose inputs
+are the body's features.
+
+Example:
+    >>> model, history = train_algorithm(ANIL, sampler, cfg)
+    >>> adapted_params = adapt(model, get_params(model), x_support, y_support, cfg)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ..config import MetaConfig
+from ..evaluate import adaptation_curve
+from ..maml import Params, detach_params, get_params, inner_loop, loss_function, meta_loss
+from ..models import ConvNet4, SineMLP, build_model
+from ..tasks import TaskBatch
+from .base import Algorithm, over_tasks, pick_vectorize, split_prefix
+
+
+@dataclass(frozen=True)
+class BodyHead:
+    """A network seen as body (feature extractor) then head (last linear layer).
+
+    Attributes:
+        body: ``body(body_params, x) -> features`` [n, d], body_params named as in the model.
+        head: the head module, called with ``functional_call`` on the features.
+        head_prefix: how the head's parameter names start in the model (``"head."``).
+    """
+
+    body: Callable[[Params, Tensor], Tensor]
+    head: nn.Module
+    head_prefix: str
+
+    def partition(self, params: Params) -> tuple[Params, Params]:
+        """(body params, head params), the latter renamed as the head module names them."""
+        body = {n: p for n, p in params.items() if not n.startswith(self.head_prefix)}
+        return body, split_prefix(params, self.head_prefix)
+
+
+def body_and_head(model: nn.Module) -> BodyHead:
+    """The body and head of the course's networks (``ConvNet4``, ``SineMLP``).
+
+    Raises:
+        TypeError: another network; give it a ``features`` module and a ``head`` module
+            (as ``ConvNet4``), and ANIL will use them.
+    """
+    if isinstance(model, SineMLP):
+        *hidden, head = model.layers
+        last = len(hidden)
+
+        def mlp_body(params: Params, x: Tensor) -> Tensor:
+            for i, layer in enumerate(hidden):
+                x = F.relu(functional_call(layer, split_prefix(params, f"layers.{i}."), (x,)))
+            return x
+
+        return BodyHead(mlp_body, head, f"layers.{last}.")
+    if isinstance(model, ConvNet4) or (hasattr(model, "features") and hasattr(model, "head")):
+        def conv_body(params: Params, x: Tensor) -> Tensor:
+            return functional_call(model.features, split_prefix(params, "features."), (x,)).flatten(1)
+
+        return BodyHead(conv_body, model.head, "head.")
+    raise TypeError(f"ANIL needs to know the body and head of {type(model).__name__}: give it a "
+                    "`features` module and a `head` module (as ConvNet4 has)")
+
+
+def feature_tasks(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfig, *,
+                  vectorize: bool | None = None) -> TaskBatch:
+    """The tasks with every image (or x) replaced by its body features, task by task.
+
+    Support and query sets go through the body separately, as they do through the whole
+    network in MAML (batch norm normalises each with its own statistics).
+
+    Returns:
+        TaskBatch with x_support [T, n_support, d] and x_query [T, n_query, d],
+        differentiable with respect to the body parameters in ``params``.
+    """
+    split = body_and_head(model)
+    body_params, _ = split.partition(params)
+
+    def features(p: Params, x_support: Tensor, y_support: Tensor, x_query: Tensor, y_query: Tensor
+                 ) -> tuple[Tensor, Tensor]:
+        return split.body(p, x_support), split.body(p, x_query)
+
+    z_support, z_query = over_tasks(features, body_params, tasks,
+                                    vectorize=pick_vectorize(model, tasks, cfg, vectorize))
+    return TaskBatch(z_support, tasks.y_support, z_query, tasks.y_query)
+
+
+def anil_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfig, *,
+              vectorize: bool | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """ANIL's meta-loss: MAML's ``meta_loss`` on the head, over the body's features.
+
+    Args:
+        model: a ``SineMLP`` or ``ConvNet4`` (see ``body_and_head``).
+        params: θ, body and head, named as in the model.
+        tasks: T tasks.
+        cfg: inner_lr, num_inner_steps, first_order and the loss, as for MAML.
+
+    Returns:
+        meta_loss: scalar, differentiable with respect to body and head.
+        metrics: as ``maml.meta_loss`` (``"query_loss"`` [T], ``"accuracy"`` [T]).
+    """
+    split = body_and_head(model)
+    _, head_params = split.partition(params)
+    features = feature_tasks(model, params, tasks, cfg, vectorize=vectorize)
+    return meta_loss(split.head, head_params, features, cfg)
+
+
+def adapt(model: nn.Module, params: Params, x_support: Tensor, y_support: Tensor, cfg: MetaConfig, *,
+          num_inner_steps: int | None = None) -> Params:
+    """θ' for one task: the body's tensors unchanged, the head adapted on the support features.
+
+    Shapes: x_support [n_support, *x_shape], y_support [n_support, *y_shape].
+    """
+    split = body_and_head(model)
+    body_params, head_params = split.partition(params)
+    steps = cfg.num_inner_steps if num_inner_steps is None else num_inner_steps
+    # θ_h' = θ_h − α ∇_{θ_h} L_support(θ_h; f_{θ_b}(x_support)); θ_b' = θ_b
+    adapted_head = inner_loop(split.head, head_params, split.body(body_params, x_support), y_support,
+                              loss_fn=loss_function(cfg.loss), inner_lr=cfg.inner_lr,
+                              num_inner_steps=steps, first_order=cfg.first_order)
+    return {**body_params, **{split.head_prefix + n: p for n, p in adapted_head.items()}}
+
+
+def score_anil(model: nn.Module, tasks: TaskBatch, cfg: MetaConfig, num_steps: int) -> Tensor:
+    """[T, num_steps + 1] scores after 0..num_steps head-only steps of ``cfg.inner_lr``."""
+    split = body_and_head(model)
+    params = detach_params(get_params(model))
+    with torch.no_grad():
+        features = feature_tasks(model, params, tasks, cfg)
+    _, head_params = split.partition(params)
+    return adaptation_curve(split.head, head_params, features, cfg, num_steps=num_steps)
+
+
+ANIL = Algorithm(
+    name="anil", label="ANIL", reference="Raghu, Raghu, Bengio & Vinyals, ICLR 2020",
+    build=build_model, objective=anil_loss, score=score_anil)
