@@ -7,6 +7,7 @@ and IPython shows only that message (see ``_render_traceback_``).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import traceback
@@ -46,6 +47,23 @@ class ExerciseCheckFailed(Exception):
 
 class ExerciseNotDone(ExerciseCheckFailed, NotImplementedError):
     """The function still raises the exercise's ``NotImplementedError``."""
+
+
+def single_threaded(check: Callable) -> Callable:
+    """Run ``check`` with one CPU thread, restoring the setting after.
+
+    The checks' models are tiny: thread hand-offs cost more than the arithmetic, and on a
+    busy 2-core machine two threads made a check 50 times slower than one.
+    """
+    @functools.wraps(check)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return check(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return wrapper
 
 
 def fail(exercise: str, message: str) -> ExerciseCheckFailed:

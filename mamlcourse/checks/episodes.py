@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..tasks import Task, seeded_generator
-from ._core import call, fail, passed, shape
+from ._core import call, fail, passed, shape, single_threaded
 
 # (num_classes, num_drawings, n_way, k_shot, k_query): the last case uses every drawing.
 CASES = ((12, 8, 5, 1, 3), (10, 6, 3, 2, 2), (9, 6, 4, 3, 2), (7, 5, 4, 2, 3))
@@ -120,6 +120,7 @@ def _check_one(exercise: str, fn, images: Tensor, n_way: int, k_shot: int, k_que
     return classes, {d for _, d in support + query}
 
 
+@single_threaded
 def check_sample_episode(sample_episode) -> None:
     """Exercise 1.1: ``sample_episode(images, *, n_way, k_shot, k_query, generator) -> Task``.
 

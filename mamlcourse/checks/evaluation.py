@@ -11,7 +11,7 @@ from torch import Tensor
 from ..config import SineConfig
 from ..evaluate import adaptation_curve, confidence_interval
 from ..tasks import seeded_generator
-from ._core import call, check_model_untouched, close, fail, passed, shape, snapshot
+from ._core import call, check_model_untouched, close, fail, passed, shape, single_threaded, snapshot
 from ._setup import SEEDS, per_task_losses, sine_model, sine_tasks
 
 SHAPES = ((5,), (8, 3), (50,), (12, 4))
@@ -47,6 +47,7 @@ def _ci_mistake(ci95: Tensor, values: Tensor) -> str | None:
     return None
 
 
+@single_threaded
 def check_confidence_interval(confidence_interval_fn) -> None:
     """Exercise 5.1: ``confidence_interval(values) -> (mean, ci95)``, reducing over dim 0.
 
@@ -82,6 +83,7 @@ def check_confidence_interval(confidence_interval_fn) -> None:
            "and 2-D inputs.")
 
 
+@single_threaded
 def check_evaluate_tasks(evaluate_tasks) -> None:
     """Exercise 5.2: ``evaluate_tasks(model, params, tasks, *, loss_fn, inner_lr, num_inner_steps)``.
 

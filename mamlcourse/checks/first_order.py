@@ -14,6 +14,7 @@ from ._core import (
     fail,
     largest_difference,
     passed,
+    single_threaded,
     snapshot,
 )
 from ._setup import SEEDS, gradient, loss_at, sine_model, sine_tasks
@@ -22,6 +23,7 @@ from .inner_loop import INNER_LRS, check_one_step
 STEPS = (1, 2, 1)
 
 
+@single_threaded
 def check_first_order_step(first_order_inner_step) -> None:
     """Exercise 4.1: ``first_order_inner_step(model, params, x_support, y_support, *, loss_fn, inner_lr)``.
 
@@ -41,6 +43,7 @@ def _meta_gradient(model, params: Params, task, inner_lr: float, steps: int, *,
     return dict(zip(params, torch.autograd.grad(loss_at(model, adapted, x, y), list(params.values()))))
 
 
+@single_threaded
 def check_first_order_meta_gradient(first_order_meta_gradient) -> None:
     """Exercise 4.2: ``first_order_meta_gradient(model, params, task, *, loss_fn, inner_lr,
     num_inner_steps) -> grads``.

@@ -17,6 +17,7 @@ from ._core import (
     passed,
     probe_gradient,
     random_like,
+    single_threaded,
     snapshot,
 )
 from ._setup import SEEDS, gradient, sine_model, sine_tasks, step
@@ -115,6 +116,7 @@ def check_one_step(exercise: str, inner_step, *, first_order: bool, description:
     passed(exercise, description)
 
 
+@single_threaded
 def check_inner_step(inner_step) -> None:
     """Exercise 2.1: ``inner_step(model, params, x_support, y_support, *, loss_fn, inner_lr)``.
 
@@ -126,6 +128,7 @@ def check_inner_step(inner_step) -> None:
                    "alone, and keeps the second-order dependence on params.")
 
 
+@single_threaded
 def check_adapt(adapt) -> None:
     """Exercise 2.2: ``adapt(model, params, x_support, y_support, *, loss_fn, inner_lr, num_inner_steps)``.
 

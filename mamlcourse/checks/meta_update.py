@@ -11,7 +11,16 @@ from torch import Tensor
 from ..config import SineConfig
 from ..maml import meta_loss
 from ..tasks import seeded_generator
-from ._core import call, check_model_untouched, close, fail, largest_difference, passed, snapshot
+from ._core import (
+    call,
+    check_model_untouched,
+    close,
+    fail,
+    largest_difference,
+    passed,
+    single_threaded,
+    snapshot,
+)
 from ._setup import SEEDS, per_task_losses, sine_model, sine_tasks, step
 
 CASES = ((0.1, 1, 4), (0.03, 2, 3), (0.25, 1, 5))  # (inner_lr, num_inner_steps, tasks_per_batch)
@@ -48,6 +57,7 @@ def _value_mistake(value: Tensor, model, params, tasks, inner_lr, steps) -> str 
     return None
 
 
+@single_threaded
 def check_meta_loss(compute_meta_loss) -> None:
     """Exercise 3.1: ``compute_meta_loss(model, params, tasks, *, loss_fn, inner_lr, num_inner_steps)``.
 
@@ -104,6 +114,7 @@ def check_meta_loss(compute_meta_loss) -> None:
            "gradient, on 3 batches of tasks.")
 
 
+@single_threaded
 def check_meta_step(meta_step) -> None:
     """Exercise 3.2: ``meta_step(model, optimizer, tasks, *, loss_fn, inner_lr, num_inner_steps) -> float``.
 

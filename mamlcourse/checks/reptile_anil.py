@@ -24,6 +24,7 @@ from ._core import (
     passed,
     probe_gradient,
     random_like,
+    single_threaded,
     snapshot,
 )
 from ._setup import SEEDS, gradient, sine_model, sine_tasks
@@ -51,6 +52,7 @@ def anil_reference(model, params: Params, x_support, y_support, *, inner_lr: flo
                       num_inner_steps=num_inner_steps, first_order=first_order)
 
 
+@single_threaded
 def check_reptile_step(reptile_step) -> None:
     """Exercise 6.1: ``reptile_step(model, params, task, *, loss_fn, inner_lr, num_inner_steps, outer_lr)``.
 
@@ -107,6 +109,7 @@ def check_reptile_step(reptile_step) -> None:
            "with no graph kept.")
 
 
+@single_threaded
 def check_anil_inner_loop(anil_inner_loop) -> None:
     """Exercise 6.2: ``anil_inner_loop(model, params, x_support, y_support, *, loss_fn, inner_lr,
     num_inner_steps, head_names)``.
