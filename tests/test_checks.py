@@ -391,12 +391,14 @@ def test_evaluate_tasks_mistakes_are_named(variant, fragments):
 # ---------------------------------------------------------------------------------------
 # Exercise 6: Reptile and ANIL.
 
-def reptile_variant(*, update="toward", keep_graph=False, in_place=False):
+def reptile_variant(*, update="toward", keep_graph=False, in_place=False, support_only=False):
     def reptile_step(model, params, task, *, loss_fn, inner_lr, num_inner_steps, outer_lr):
         start = params if keep_graph else {k: p.detach() for k, p in params.items()}
-        adapted_params = mc.inner_loop(model, start, task.x_support, task.y_support, loss_fn=loss_fn,
-                                       inner_lr=inner_lr, num_inner_steps=num_inner_steps,
-                                       first_order=True)
+        x, y = torch.cat([task.x_support, task.x_query]), torch.cat([task.y_support, task.y_query])
+        if support_only:
+            x, y = task.x_support, task.y_support
+        adapted_params = mc.inner_loop(model, start, x, y, loss_fn=loss_fn, inner_lr=inner_lr,
+                                       num_inner_steps=num_inner_steps, first_order=True)
         if in_place:
             with torch.no_grad():
                 for k, p in params.items():
@@ -421,6 +423,7 @@ def test_reptile_right_answer_passes(capsys):
     (dict(update="replace"), ["you returned adapted_params", "a fraction outer_lr"]),
     (dict(keep_graph=True), ["return detached tensors"]),
     (dict(in_place=True), ["the model's own parameters changed", "returns the new params"]),
+    (dict(support_only=True), ["you trained on the support set only", "no use for the split"]),
 ])
 def test_reptile_mistakes_are_named(variant, fragments):
     expect_fail(checks.check_reptile_step, reptile_variant(**variant), "6.1", *fragments)
@@ -462,7 +465,8 @@ def test_unwritten_exercise_is_reported_as_not_done():
     with pytest.raises(ExerciseNotDone) as info:
         checks.check_inner_step(inner_step)
     assert isinstance(info.value, NotImplementedError)
-    assert "inner_step is not written yet (Exercise 2.1: take one gradient step" in str(info.value)
+    assert str(info.value).startswith("Exercise 2.1: inner_step is not written yet: replace its `raise "
+                                      "NotImplementedError(...)` line with your code")
 
 
 def test_a_crash_in_student_code_names_the_exercise_and_the_line():

@@ -96,10 +96,10 @@ def call(exercise: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except ExerciseCheckFailed:
         raise
-    except NotImplementedError as err:
-        raise ExerciseNotDone(exercise, f"{name} is not written yet ({err}). Replace its "
-                              f"`raise NotImplementedError(...)` line with your code, run that "
-                              f"cell, then this one.") from None
+    except NotImplementedError:
+        raise ExerciseNotDone(exercise, f"{name} is not written yet: replace its `raise "
+                              f"NotImplementedError(...)` line with your code, run that cell, "
+                              f"then this one") from None
     except Exception as err:  # the student's bug, reported in one line
         where = _student_line(err.__traceback__)
         raise fail(exercise, f"your {name} raised {type(err).__name__}: {err}{where}") from None
@@ -164,8 +164,7 @@ def check_params(exercise: str, name: str, result: Any, params: Mapping[str, Ten
     missing = [k for k in params if k not in result]
     extra = [k for k in result if k not in params]
     if missing:
-        raise fail(exercise, f"{what} is missing {missing}: it must hold every name in params "
-                   f"(the same keys, in the same order)")
+        raise fail(exercise, f"{what} is missing {missing}: it must hold every name in params")
     if extra:
         raise fail(exercise, f"{what} has names that are not in params: {extra}")
     for k, p in params.items():
