@@ -105,7 +105,7 @@ def inner_step(model, params, x_support, y_support, *, loss_fn, inner_lr):
 
 
 def step_variant(*, create_graph=True, sign=1.0, summed=False, fixed_lr=None, in_place=False,
-                 detach=False):
+                 detach=False, into_params=False):
     def step(model, params, x_support, y_support, *, loss_fn, inner_lr):
         predictions = functional_call(model, params, (x_support,))
         support_loss = ((predictions - y_support) ** 2).sum() if summed else loss_fn(predictions, y_support)
@@ -114,6 +114,10 @@ def step_variant(*, create_graph=True, sign=1.0, summed=False, fixed_lr=None, in
         if in_place:
             for p, g in zip(params.values(), grads):
                 p.data -= lr * g
+            return params
+        if into_params:
+            for (name, p), g in zip(list(params.items()), grads):
+                params[name] = p - lr * g
             return params
         adapted = {name: p - sign * lr * g for (name, p), g in zip(params.items(), grads)}
         return {k: v.detach() for k, v in adapted.items()} if detach else adapted
@@ -131,6 +135,7 @@ def test_inner_step_right_answer_passes(capsys):
     (dict(fixed_lr=0.01), ["wrong size", "use the inner_lr argument"]),
     (dict(in_place=True), ["the model's own parameters changed", "adapt a copy"]),
     (dict(detach=True), ["do not depend on params at all"]),
+    (dict(into_params=True), ["changed the params dict it was given", "build a new dict"]),
 ])
 def test_inner_step_mistakes_are_named(variant, fragments):
     expect_fail(checks.check_inner_step, step_variant(**variant), "2.1", *fragments)

@@ -92,8 +92,10 @@ def call(exercise: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         raise fail(exercise, f"pass your function itself to the check, got {type(fn).__name__} "
                    f"{fn!r:.60}") from None
     name = getattr(fn, "__name__", "function")
+    # Params dicts are passed as copies, so that writing into one can be caught below.
+    given = [dict(a) if _is_params(a) else a for a in args]
     try:
-        return fn(*args, **kwargs)
+        result = fn(*given, **kwargs)
     except ExerciseCheckFailed:
         raise
     except NotImplementedError:
@@ -103,6 +105,17 @@ def call(exercise: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
     except Exception as err:  # the student's bug, reported in one line
         where = _student_line(err.__traceback__)
         raise fail(exercise, f"your {name} raised {type(err).__name__}: {err}{where}") from None
+    for before, after in zip(args, given):
+        if _is_params(before) and (after.keys() != before.keys()
+                                   or any(after[k] is not before[k] for k in before)):
+            raise fail(exercise, f"your {name} changed the params dict it was given "
+                       f"(params[name] = ...): build a new dict and return it. params must stay θ, "
+                       f"the outer loop still needs it")
+    return result
+
+
+def _is_params(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, Tensor) for v in value.values())
 
 
 def signature_names(fn: Callable) -> set[str]:
