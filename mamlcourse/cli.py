@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+
 from .checkpoint import CheckpointMismatch
 from .config import get_preset, replace, resolve_device
 from .train import TrainingDiverged
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tasks", type=int, dest="eval_tasks", help="test tasks scored at the end")
     train.add_argument("--vectorize", choices=["auto", "vmap", "loop"], default="auto",
                        help="run a meta-batch's tasks under vmap or as a loop (default: auto)")
+    train.add_argument("--cuda-graph", action="store_true",
+                       help="on a GPU, replay each meta-iteration as a captured CUDA graph")
     train.add_argument("--data", help="omniglot: folder holding images_background.zip and "
                        "images_evaluation.zip (default: $MAMLCOURSE_DATA, else a download folder)")
     _add_common(train)
@@ -79,8 +83,8 @@ def _config_from_args(args: argparse.Namespace):
         changes["n_way"] = args.n_way
     elif args.n_way is not None:
         raise ValueError("--n-way applies to omniglot only")
-    if args.task == "sine" and args.data is not None:
-        raise ValueError("--data applies to omniglot only")
+    if args.task == "sine" and (args.data is not None or args.cuda_graph):
+        raise ValueError("--data and --cuda-graph apply to omniglot only")
     if changes["k_shot"] is not None and changes["k_query"] is None and args.task == "sine":
         changes["k_query"] = changes["k_shot"]  # the paper draws as many query points as shots
     changes["vectorize"] = {"auto": None, "vmap": True, "loop": False}[args.vectorize]
@@ -92,6 +96,8 @@ def run(argv: list[str] | None = None) -> int:
     if args.eval_tasks is not None and args.eval_tasks < 1:
         raise ValueError(f"--tasks must be an integer >= 1, got {args.eval_tasks}")
     device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     progress = not args.no_progress
     if args.task == "sine":
         from .runs.sine import eval_sine, format_table, train_sine
@@ -104,7 +110,8 @@ def run(argv: list[str] | None = None) -> int:
     from .runs import omniglot as omniglot_run
     if args.command == "train":
         results = omniglot_run.train_omniglot(_config_from_args(args), args.out, device=device,
-                                              data_root=args.data, progress=progress)
+                                              data_root=args.data, progress=progress,
+                                              cuda_graph=args.cuda_graph)
     else:
         results = omniglot_run.eval_omniglot(args.checkpoint, device=device, data_root=args.data,
                                              num_tasks=args.eval_tasks,

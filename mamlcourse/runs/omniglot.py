@@ -1,0 +1,167 @@
+"""Omniglot N-way K-shot MAML end to end: train with validation, score 600 test tasks, Lake's runs.
+
+``train_omniglot`` meta-trains ConvNet4 on the training split of ``cfg.split`` (validating
+on held-out characters every ``cfg.validate_every`` iterations), checkpoints into the run
+folder (a second call resumes), scores ``cfg.eval_tasks`` fixed test tasks after
+0..``cfg.eval_max_steps`` inner steps and writes ``results.json``. The headline accuracy is
+the one after ``cfg.eval_inner_steps`` steps (3 for the paper's 5-way, 5 for 20-way).
+
+Batch norm uses each task's own batch statistics at test, as the original code: a query
+image's prediction depends on the other query images of its task (transductive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_model
+from ..config import OmniglotConfig
+from ..data.omniglot import SPLITS, OmniglotTasks, lake_runs, load_images
+from ..evaluate import EvalResult, adaptation_curve, evaluate
+from ..maml import get_params
+from ..models import ConvNet4, build_model
+from ..tasks import VALIDATION_SEED, TaskBatch, fixed_tasks
+from ..train import History, meta_train
+from . import write_json
+
+# Table 1 of the paper: accuracy (%) and 95% CI over 600 test tasks.
+PAPER_TABLE1 = {"paper-5w1s": (98.7, 0.4), "paper-5w5s": (99.9, 0.1),
+                "paper-20w1s": (95.8, 0.3), "paper-20w5s": (98.9, 0.2)}
+# Lake, Salakhutdinov & Tenenbaum (2015): error rates (%) on their 20 one-shot runs.
+LAKE_HUMAN_ERROR, LAKE_BPL_ERROR = 4.5, 3.3
+
+
+def omniglot_samplers(cfg: OmniglotConfig, data_root: str | os.PathLike | None,
+                      device: torch.device | str, *, progress: bool = True) -> dict[str, OmniglotTasks]:
+    """The train, validation and test task samplers of ``cfg.split``, from one load of the images."""
+    images = load_images(data_root, image_size=cfg.image_size, progress=progress)
+    names = [s for s in SPLITS if s != "validation" or cfg.validation_characters]
+    return {s: OmniglotTasks.from_config(cfg, s, omniglot=images, device=device) for s in names}
+
+
+def train_omniglot(cfg: OmniglotConfig, out: str | os.PathLike, *, device: torch.device,
+                   data_root: str | os.PathLike | None = None, progress: bool = True,
+                   cuda_graph: bool = False) -> dict[str, Any]:
+    """Train (or resume) in ``out``, then score the test tasks and write ``out/results.json``."""
+    samplers = omniglot_samplers(cfg, data_root, device, progress=progress)
+    validate, validate_every = None, 0
+    if "validation" in samplers and cfg.validate_every:
+        validation = fixed_tasks(samplers["validation"], cfg.validation_tasks, seed=VALIDATION_SEED)
+
+        def validate(model: nn.Module) -> float:
+            result = evaluate(model, validation, cfg, num_steps=cfg.eval_inner_steps)
+            return float(result.mean[-1])
+
+        validate_every = cfg.validate_every
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    history = meta_train(model, samplers["train"], cfg, checkpoint_dir=out, device=device,
+                         progress=progress, validate=validate, validate_every=validate_every,
+                         cuda_graph=cuda_graph)
+    return score_run(model, cfg, Path(out), history, samplers["test"])
+
+
+def eval_omniglot(out: str | os.PathLike, *, device: torch.device, data_root: str | os.PathLike | None = None,
+                  num_tasks: int | None = None, inner_steps: int | None = None, lake_runs: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """Re-score a trained run folder; ``lake_runs`` adds Lake et al.'s 20 one-shot runs."""
+    model, cfg, state = load_model(out, device=device)
+    changes = {"eval_tasks": num_tasks, "eval_inner_steps": inner_steps}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if cfg.eval_inner_steps > cfg.eval_max_steps:
+        cfg = dataclasses.replace(cfg, eval_max_steps=cfg.eval_inner_steps)
+    images = load_images(data_root, image_size=cfg.image_size, progress=progress)
+    test = OmniglotTasks.from_config(cfg, "test", omniglot=images, device=device)
+    return score_run(model, cfg, Path(out), History.from_dict(state["history"]), test,
+                     lake_root=data_root if lake_runs else None, lake=lake_runs)
+
+
+def widen_head(model: ConvNet4, cfg: OmniglotConfig, n_way: int) -> ConvNet4:
+    """A copy of ``model`` with an ``n_way`` head made by repeating the mean of its class rows.
+
+    MAML shuffles labels in every task, so its head rows are interchangeable; their mean
+    repeated n_way times is a symmetric start that the inner steps then tell apart (the
+    idea of Ye & Chao's UnicornMAML, 2022). This lets a 5-way model take 20-way tasks.
+    """
+    wide = build_model(dataclasses.replace(cfg, n_way=n_way))
+    wide.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")},
+                         strict=False)
+    with torch.no_grad():
+        wide.head.weight.copy_(model.head.weight.mean(0, keepdim=True).expand(n_way, -1))
+        wide.head.bias.copy_(model.head.bias.mean().expand(n_way))
+    return wide.to(model.head.weight.device)
+
+
+def score_lake_runs(model: ConvNet4, cfg: OmniglotConfig, root: str | os.PathLike | None) -> dict[str, Any]:
+    """Error rate (%) on Lake et al.'s 20 runs (20-way 1-shot within an alphabet) after 0..k steps."""
+    device = model.head.weight.device
+    runs = TaskBatch.stack(lake_runs(root, image_size=cfg.image_size, device=device))
+    scored = model if model.head.out_features == 20 else widen_head(model, cfg, 20)
+    curve = adaptation_curve(scored, get_params(scored), runs, cfg, num_steps=cfg.eval_max_steps)
+    errors = 100 * (1 - curve.mean(0))
+    return {"num_runs": len(runs), "inner_steps": cfg.eval_inner_steps,
+            "error_percent": float(errors[cfg.eval_inner_steps]),
+            "error_percent_by_step": [float(e) for e in errors],
+            "head": ("own 20-way head" if scored is model
+                     else f"{model.head.out_features}-way head widened to 20"),
+            "human_error_percent": LAKE_HUMAN_ERROR, "bpl_error_percent": LAKE_BPL_ERROR}
+
+
+def score_run(model: nn.Module, cfg: OmniglotConfig, out: Path, history: History, test: OmniglotTasks, *,
+              lake: bool = False, lake_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    tic = time.perf_counter()
+    device = next(model.parameters()).device
+    result: EvalResult = evaluate(model, fixed_tasks(test, cfg.eval_tasks), cfg, num_steps=cfg.eval_max_steps)
+    accuracy, ci95 = result.at(cfg.eval_inner_steps)
+    results: dict[str, Any] = {
+        "task": "omniglot",
+        "preset": cfg.preset,
+        "iterations": history.step[-1] if history.step else 0,
+        "wall_seconds": history.wall_seconds,
+        "ms_per_iteration": history.ms_per_iteration,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "config": cfg.to_dict(),
+        "eval": {"num_tasks": result.num_tasks, "accuracy": accuracy, "ci95": ci95,
+                 "inner_steps": cfg.eval_inner_steps, "k_query": cfg.eval_k_query, "split": cfg.split,
+                 "accuracy_by_step": [float(v) for v in result.mean],
+                 "ci95_by_step": [float(v) for v in result.ci95]},
+        "history": {"step": history.step, "meta_loss": history.meta_loss, "accuracy": history.accuracy,
+                    "validation_step": history.validation_step, "validation": history.validation},
+    }
+    if cfg.preset in PAPER_TABLE1:
+        paper_accuracy, paper_ci = PAPER_TABLE1[cfg.preset]
+        results["paper"] = {"accuracy": paper_accuracy / 100, "ci95": paper_ci / 100}
+    if lake:
+        results["lake_runs"] = score_lake_runs(model, cfg, lake_root)
+    results["eval_seconds"] = time.perf_counter() - tic
+    write_json(out / "results.json", results)
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The results as text: accuracy ± 95% CI beside the paper's, the curve over steps, Lake's runs."""
+    ev = results["eval"]
+    lines = [f"Omniglot {results['preset']}: {results['iterations']} meta-iterations on {results['device']}, "
+             f"{results['wall_seconds']:.0f} s ({results['ms_per_iteration']:.1f} ms/iteration)",
+             f"  test accuracy after {ev['inner_steps']} inner steps, {ev['num_tasks']} tasks "
+             f"({ev['k_query']} query images per class): "
+             f"{100 * ev['accuracy']:.2f}% ± {100 * ev['ci95']:.2f}"]
+    if "paper" in results:
+        lines.append(f"  paper (Table 1): {100 * results['paper']['accuracy']:.1f}% ± "
+                     f"{100 * results['paper']['ci95']:.1f}")
+    curve = "  ".join(f"{s}:{100 * a:.1f}" for s, a in enumerate(ev["accuracy_by_step"]))
+    lines.append(f"  accuracy (%) by inner steps at test: {curve}")
+    if "lake_runs" in results:
+        lake = results["lake_runs"]
+        lines.append(f"  Lake's 20 one-shot runs (20-way, {lake['head']}): "
+                     f"error {lake['error_percent']:.1f}% "
+                     f"after {lake['inner_steps']} steps (people {lake['human_error_percent']}%, "
+                     f"BPL {lake['bpl_error_percent']}%)")
+    return "\n".join(lines)
