@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GPU check of the Omniglot issue, as one script for a lent GPU machine (about 8 minutes).
 
-    PYTHONPATH=. python3 tools/gpu_paper_5w1s.py --data DATA --out OUT [--budget 540]
+    PYTHONPATH=. python3 tools/gpu/paper_5w1s.py --data DATA --out OUT [--budget 540]
 
 1. Times one paper-5w1s meta-iteration (32 tasks, 5-way 1-shot, 1 inner step, second order)
    with mamlcourse three ways (vmap, loop, vmap captured as a CUDA graph) and, in the same
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from mamlcourse.config import omniglot_preset, replace  # noqa: E402
@@ -136,6 +136,8 @@ def main() -> int:
     parser.add_argument("--probe-batches", type=int, default=120)
     parser.add_argument("--min-iterations", type=int, default=500)
     parser.add_argument("--tasks", default="600", help="test tasks scored after training")
+    parser.add_argument("--tf32", action="store_true", help="let the CLI's training use TF32 "
+                        "(the recorded 2026-11-27 run predates this flag and ran with TF32 on)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,6 +212,8 @@ def main() -> int:
                "--vectorize", "loop" if variant == "loop" else "vmap"]
         if variant == "vmap+cuda-graph":
             cmd.append("--cuda-graph")
+        if args.tf32:
+            cmd.append("--tf32")
         log("training:", " ".join(cmd))
         result = subprocess.run(cmd, env=env, cwd=ROOT)
         report.setdefault("train_attempts", []).append(
