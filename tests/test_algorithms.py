@@ -367,3 +367,54 @@ def test_unknown_algorithm_and_wrong_task_are_refused():
         get_algorithm("maml2")
     with pytest.raises(ValueError, match="does not apply"):
         train_algorithm(get_algorithm("protonet"), SineTasks.from_config(SINE), SINE, progress=False)
+
+
+# --- cost and the comparison ---------------------------------------------------------------
+
+def _allocating_objective(model, params, tasks, cfg):
+    """Keeps 64 MiB alive in the graph until backward: a known peak for the memory measurement."""
+    big = torch.ones(16 * 2**20, requires_grad=True)  # 16 Mi float32 = 64 MiB
+    loss = sum(p.sum() for p in params.values()) + (big * 2).sum() * 0
+    return loss, {}
+
+
+def test_measured_peak_memory_sees_a_known_allocation():
+    from mamlcourse.algorithms.base import Algorithm
+    from mamlcourse.algorithms.cost import measure
+    from mamlcourse.algorithms.maml_variants import score_maml
+    from mamlcourse.models import build_model
+
+    allocating = Algorithm("alloc", "alloc", "test", build_model, _allocating_objective, score_maml)
+    cost = measure(allocating, SINE, SineTasks.from_config(SINE).sample(2, seeded_generator(0)), repeats=1)
+    # ones (64 MiB) and its double (64 MiB) are alive together: 128 MiB, plus allocator slack
+    assert 120 <= cost.peak_mb <= 200, f"got {cost.peak_mb:.0f} MiB"
+    assert cost.ms_per_iteration > 0
+
+
+def test_second_order_memory_grows_with_inner_steps_and_first_order_barely():
+    from mamlcourse.algorithms.cost import inner_step_costs, synthetic_tasks
+
+    cfg = OmniglotConfig(n_way=5, k_shot=1, k_query=1, inner_lr=2.0, tasks_per_batch=1, num_filters=32)
+    rows = inner_step_costs(cfg, synthetic_tasks(cfg, 1), steps=(1, 6), repeats=1)
+    peak = {(r["algorithm"], r["num_inner_steps"]): r["peak_mb"] for r in rows}
+    assert peak["maml", 6] > peak["maml", 1] + 5, peak
+    assert peak["maml", 6] > 2 * peak["fomaml", 6], peak
+
+
+def test_comparison_runs_scores_and_reports_every_algorithm(tmp_path):
+    import json
+
+    from mamlcourse.algorithms import compare
+
+    sizes = dataclasses.replace(compare.MODES["quick"], sine_iterations=3, sine_tasks_per_batch=2,
+                                sine_test_tasks=4)
+    names = ("maml", "fomaml", "meta_sgd", "hypernet")
+    results, models = compare.run_sine(sizes, names=names, progress=False)
+    assert set(models) == set(names)
+    assert len(results["algorithms"]["maml"]["mse"]) == 11
+    assert len(results["algorithms"]["hypernet"]["mse"]) == 1
+    assert results["first_order_equal_time"]["iterations"] >= 1
+    table = compare.sine_table(results)
+    assert all(label in table for label in ("MAML", "first-order MAML", "Meta-SGD", "hypernetwork", "paper"))
+    (tmp_path / "r.json").write_text(json.dumps({"sine": results}))
+    compare.plot_sine(json.loads((tmp_path / "r.json").read_text())["sine"])
