@@ -362,6 +362,21 @@ def test_every_algorithm_trains_through_meta_train_and_resumes_exactly(tmp_path,
     assert torch.isfinite(scores).all()
 
 
+@pytest.mark.parametrize("name", [n for n, a in ALGORITHMS.items() if a.supports(CONV) and n != "hypernet"])
+def test_vmap_and_loop_give_the_same_meta_gradient_on_a_batch_norm_convnet(float64, name):
+    """The torch.func trap of ../shared/notes: every algorithm's vmapped path against its loop."""
+    algo = get_algorithm(name)
+    tasks = as_double(TinyImages(CONV).sample(3, seeded_generator(0)))
+    grads = {}
+    for vectorize in (True, False):
+        cfg = dataclasses.replace(CONV, vectorize=vectorize)
+        torch.manual_seed(0)
+        model = algo.build(cfg).double()
+        params = get_params(model)
+        grads[vectorize] = grads_of(algo.objective(model, params, tasks, cfg)[0], params)
+    assert max_abs_diff(grads[True], grads[False]) < 1e-10
+
+
 def test_unknown_algorithm_and_wrong_task_are_refused():
     with pytest.raises(ValueError, match="choose one of"):
         get_algorithm("maml2")
