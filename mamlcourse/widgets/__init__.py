@@ -13,11 +13,12 @@ and lessons can drive and check them without a browser; ``measure_redraws`` time
 
 from .base import Explorer, RedrawTiming, figure_to_png, measure_redraws
 from .landscape import LandscapeExplorer, LandscapeView
+from .omniglot import OmniglotExplorer, OmniglotView
 from .sine import SineExplorer, SineView, sine_loss_curves
 from .sources import SineInits, TrainedModel, omniglot_model, sine_inits
 
 __all__ = [
     "Explorer", "RedrawTiming", "figure_to_png", "measure_redraws", "LandscapeExplorer",
-    "LandscapeView", "SineExplorer", "SineView",
+    "LandscapeView", "OmniglotExplorer", "OmniglotView", "SineExplorer", "SineView",
     "sine_loss_curves", "SineInits", "TrainedModel", "omniglot_model", "sine_inits",
 ]

@@ -66,10 +66,11 @@ def canvas_to_png(canvas: FigureCanvasAgg) -> bytes:
 def torch_threads(num_threads: int) -> Iterator[None]:
     """Run the block with ``torch.set_num_threads(num_threads)``, restoring the old value after.
 
-    The sine network's operations (40-unit layers, a few dozen points) are too small to
-    split between threads. On a busy 2-core machine a second thread made each inner step
-    about 100 times slower (threads waiting for each other), and one thread is never
-    slower for them, so the sine explorers compute their trajectories on one.
+    The explorers adapt one task at a time: the sine network's operations (40-unit
+    layers, a few dozen points) are too small to split between threads, and one Omniglot
+    episode (80 images) hardly gains from a second thread. On a busy 2-core machine (or
+    a JupyterHub node shared by a class) a second thread made each inner step 3 to 100
+    times slower, threads waiting for each other, so the explorers compute on one.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(num_threads)
@@ -118,10 +119,16 @@ class Explorer(Generic[V]):
     which updates the artists of ``self.fig`` for the control values in ``state`` and
     returns ``(view, status_html)``.
 
-    Redraws are blitted: the artists in ``self.animated`` (the prediction, the step
-    marker, ...) are left out of a full draw, whose pixels are kept as a background. When
-    only the controls named in ``step_controls`` changed, the background is restored and
-    the animated artists alone are drawn on it, which is what keeps the step slider fast.
+    Redraws are layered, so that most updates draw only a few artists:
+
+    - the *frame* (axes, ticks, legends, colour bars) is drawn once, and again only when a
+      control named in ``frame_controls`` changes (one that moves axis limits, say);
+    - the *content* (``self.content``: the task's curves, the episode's images) is drawn
+      on a copy of the frame when any control other than the step controls changes;
+    - the *animated* artists (``self.animated``: the prediction after the chosen step, the
+      step marker) are drawn on a copy of the content at every update.
+
+    Moving the step slider thus restores a saved picture and draws a handful of artists.
 
     Attributes:
         controls: the input widgets by name (the names ``render`` accepts).
@@ -134,13 +141,19 @@ class Explorer(Generic[V]):
 
     fig: Figure
     step_controls: tuple[str, ...] = ("step",)
+    frame_controls: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.controls: dict[str, widgets.ValueWidget] = {}
+        self.content: list[Artist] = []
         self.animated: list[Artist] = []
-        self._background: Any = None
-        self._background_key: Any = None
+        self._frame: Any = None
+        self._frame_key: Any = None
+        self._content: Any = None
+        self._content_key: Any = None
         self.full_redraws = 0
+        self.content_redraws = 0
+        self.cpu_ms: list[float] = []
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
         self.status = widgets.HTML()
         self.widget: widgets.VBox = widgets.VBox()
@@ -149,9 +162,10 @@ class Explorer(Generic[V]):
         self._setting = False
 
     # -- wiring ------------------------------------------------------------------------
-    def _connect(self, rows: Iterable[Iterable[str]], title: str = "") -> None:
-        """Lay out the controls (one ``HBox`` per row of names), observe them, draw once."""
-        boxes = [widgets.HBox([self.controls[name] for name in row]) for row in rows]
+    def _connect(self, rows: Iterable[Iterable[str | widgets.Widget]], title: str = "") -> None:
+        """Lay out the controls (one ``HBox`` per row of names or widgets), observe them, draw once."""
+        boxes = [widgets.HBox([self.controls[item] if isinstance(item, str) else item for item in row])
+                 for row in rows]
         header = [widgets.HTML(f"<b>{title}</b>")] if title else []
         self.widget = widgets.VBox([*header, *boxes, self.image, self.status])
         for control in self.controls.values():
@@ -190,39 +204,57 @@ class Explorer(Generic[V]):
         """
         if self._setting:  # ``render`` is setting several controls: draw once, at the end
             return self.view  # type: ignore[return-value]
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         state = {name: control.value for name, control in self.controls.items()}
         view, status = self._draw(state)
-        self.image.value = self._blit(state)
+        self.image.value = self._layered_png(state)
         self.status.value = status
         self.view = view
         self.timings_ms.append(1000 * (time.perf_counter() - tic))
+        self.cpu_ms.append(1000 * (time.process_time() - cpu))
         return view
 
     def _draw(self, state: dict[str, Any]) -> tuple[V, str]:
         raise NotImplementedError
 
-    def _blit(self, state: dict[str, Any]) -> bytes:
-        """PNG of the figure: a full draw when a non-step control changed, else a blit."""
+    def _layered_png(self, state: dict[str, Any]) -> bytes:
+        """PNG of the figure, redrawing only the layers whose controls changed (see the class doc)."""
         canvas = self.fig.canvas
-        key = tuple(value for name, value in state.items() if name not in self.step_controls)
-        if key != self._background_key or self._background is None:
-            for artist in self.animated:
-                artist.set_animated(True)  # left out of the full draw: it is the background
+        frame_key = tuple(state[name] for name in self.frame_controls)
+        content_key = tuple(value for name, value in state.items() if name not in self.step_controls)
+        if self._frame is None or frame_key != self._frame_key:
+            for artist in (*self.content, *self.animated):
+                artist.set_animated(True)  # left out of canvas.draw(): drawn by hand below
             canvas.draw()
-            self._background = canvas.copy_from_bbox(self.fig.bbox)
-            self._background_key = key
+            self._frame, self._frame_key = canvas.copy_from_bbox(self.fig.bbox), frame_key
+            self._content = None
             self.full_redraws += 1
+        if self._content is None or content_key != self._content_key:
+            canvas.restore_region(self._frame)
+            self._draw_artists(self.content)
+            self._content, self._content_key = canvas.copy_from_bbox(self.fig.bbox), content_key
+            self.content_redraws += 1
         else:
-            canvas.restore_region(self._background)
-        for artist in self.animated:
-            if artist.get_visible():
-                self.fig.draw_artist(artist)
+            canvas.restore_region(self._content)
+        self._draw_artists(self.animated)
         return canvas_to_png(canvas)
 
+    def _draw_artists(self, artists: list[Artist]) -> None:
+        for artist in sorted(artists, key=lambda a: a.get_zorder()):
+            if artist.get_visible():
+                self.fig.draw_artist(artist)
+
+    def full_figure_png(self) -> bytes:
+        """The figure drawn in one ordinary pass, every artist included (for checking the layers)."""
+        for artist in (*self.content, *self.animated):
+            artist.set_animated(False)
+        png = figure_to_png(self.fig)
+        self.invalidate()
+        return png
+
     def invalidate(self) -> None:
-        """Forget the cached background, so the next update draws everything afresh."""
-        self._background = self._background_key = None
+        """Forget the saved layers, so the next update draws everything afresh."""
+        self._frame = self._frame_key = self._content = self._content_key = None
 
 
 def _check_in_range(name: str, control: widgets.ValueWidget, value: Any) -> None:
@@ -242,24 +274,30 @@ def _check_in_range(name: str, control: widgets.ValueWidget, value: Any) -> None
 class RedrawTiming:
     """Wall time of the redraws that followed control changes.
 
+    Wall time is what a student waits; CPU time is the work itself. On a machine shared
+    with other jobs the wall time also counts the waits for a free core, so CPU time is
+    the figure to compare between machines and runs.
+
     Attributes:
         control: the control that was moved.
         count: redraws timed.
-        median_ms, max_ms: their median and slowest, in milliseconds.
+        median_ms, max_ms: median and slowest wall time, in milliseconds.
+        median_cpu_ms: median CPU time of this process, in milliseconds.
     """
 
     control: str
     count: int
     median_ms: float
     max_ms: float
+    median_cpu_ms: float
 
     def __str__(self) -> str:
-        return (f"{self.control}: median {self.median_ms:.0f} ms, slowest {self.max_ms:.0f} ms "
-                f"over {self.count} redraws")
+        return (f"{self.control}: median {self.median_ms:.0f} ms (CPU {self.median_cpu_ms:.0f} ms), "
+                f"slowest {self.max_ms:.0f} ms over {self.count} redraws")
 
 
 def measure_redraws(explorer: Explorer, control: str = "step", values: Iterable[Any] | None = None,
-                    *, repeats: int = 2) -> RedrawTiming:
+                    *, repeats: int = 1) -> RedrawTiming:
     """Time the callback that runs when ``control`` moves, as a student would move it.
 
     Each value is set on the widget itself, so the time is that of the real callback
@@ -286,6 +324,7 @@ def measure_redraws(explorer: Explorer, control: str = "step", values: Iterable[
     for value in values:  # warm the caches: what is timed below is the redraw
         explorer.render(**{control: value})
     times: list[float] = []
+    cpu: list[float] = []
     for _ in range(repeats):
         for value in values:
             if widget.value == value:
@@ -295,8 +334,9 @@ def measure_redraws(explorer: Explorer, control: str = "step", values: Iterable[
             if len(explorer.timings_ms) != before + 1:
                 raise RuntimeError(f"moving {control!r} did not redraw the explorer once")
             times.append(explorer.timings_ms[-1])
+            cpu.append(explorer.cpu_ms[-1])
     explorer.render(**{control: start})
-    return RedrawTiming(control, len(times), statistics.median(times), max(times))
+    return RedrawTiming(control, len(times), statistics.median(times), max(times), statistics.median(cpu))
 
 
 def _all_values(widget: widgets.ValueWidget) -> list[Any]:

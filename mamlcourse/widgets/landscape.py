@@ -201,6 +201,9 @@ class LandscapeExplorer(Explorer[LandscapeView]):
     Controls: ``amplitude``, ``phase``, ``step``.
     """
 
+    # A new task moves the axes (their extent holds its paths): redraw the frame.
+    frame_controls = ("amplitude", "phase")
+
     def __init__(self, model: nn.Module, inits: Mapping[str, Params], cfg: SineConfig, *,
                  max_steps: int = 10, k_shot: int | None = None, inner_lr: float | None = None,
                  resolution: int = 41, seed: int = 0):

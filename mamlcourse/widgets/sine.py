@@ -26,7 +26,8 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 from torch import nn
 
 from ..config import SineConfig
@@ -36,6 +37,7 @@ from ..plotting import COLORS, LABELS
 from .base import Explorer, LRUCache, new_figure, torch_threads
 
 DEFAULT_INNER_LRS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+LOSS_AXIS = (1e-3, 1e2)  # the MSE axis: from a near-perfect fit to a diverging one
 
 
 @dataclass(frozen=True)
@@ -188,15 +190,24 @@ class SineExplorer(Explorer[SineView]):
         ax.grid(alpha=0.25)
         zeros = np.zeros_like(x)
         self.artists = {
-            "truth": ax.plot(x, zeros, color=COLORS["truth"], lw=1.5, label=LABELS["truth"])[0],
-            "support": ax.plot([], [], "o", color=COLORS["support"], mec="black", mew=0.6, ms=7,
-                               label=f"{LABELS['support']} (K points)", zorder=5)[0],
-            "start": ax.plot(x, zeros, ls=":", lw=1.6, label="prediction at θ (step 0)")[0],
-            "prediction": ax.plot(x, zeros, lw=2.2, label="prediction after the chosen steps")[0],
+            "truth": ax.plot(x, zeros, color=COLORS["truth"], lw=1.5)[0],
+            "support": ax.plot([], [], "o", color=COLORS["support"], mec="black", mew=0.6, ms=7, zorder=5)[0],
+            "start": ax.plot(x, zeros, ls=":", lw=1.6)[0],
+            "prediction": ax.plot(x, zeros, lw=2.2)[0],
         }
+        # Legends are part of the frame, drawn once: they name line styles, and colours
+        # name the initialisations (MAML blue, pretrained vermillion, random grey).
+        ax.legend(handles=[
+            Line2D([], [], color=COLORS["truth"], lw=1.5, label=LABELS["truth"]),
+            Line2D([], [], ls="", marker="o", color=COLORS["support"], mec="black", mew=0.6, ms=7,
+                   label=f"{LABELS['support']} (K points)"),
+            Line2D([], [], color="dimgrey", ls=":", lw=1.6, label="prediction at θ (step 0)"),
+            Line2D([], [], color="dimgrey", lw=2.2, label="prediction after the chosen steps"),
+        ], loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
         steps = np.arange(self.max_steps + 1)
         ones = np.ones_like(steps, dtype=float)
         ax_loss.set_yscale("log")
+        ax_loss.set_ylim(*LOSS_AXIS)  # fixed, so tasks and initialisations compare at a glance
         ax_loss.yaxis.set_major_formatter(FuncFormatter(_plain))
         ax_loss.set_xlabel("inner steps", labelpad=1)
         ax_loss.set_ylabel("MSE")
@@ -210,9 +221,20 @@ class SineExplorer(Explorer[SineView]):
         self.artists["support_curve"] = ax_loss.plot(steps, ones, "s--", lw=1.2, ms=3)[0]
         self.artists["step_line"] = ax_loss.axvline(1, color="black", lw=1, alpha=0.6)
         self.artists["step_marker"] = ax_loss.plot([1], [1], "o", ms=11, mfc="none", mec="black", mew=1.5)[0]
+        ax_loss.legend(handles=[
+            Line2D([], [], color="dimgrey", marker="o", ms=4, lw=2, label=f"MSE over {self._range}"),
+            Line2D([], [], color="dimgrey", marker="s", ms=3, lw=1.2, ls="--", label="support loss"),
+            *(Line2D([], [], color=COLORS.get(name, "C0"), lw=3, label=LABELS.get(name, name))
+              for name in self.inits),
+            Line2D([], [], color="dimgrey", lw=1.2, alpha=0.5, label="other inits: MSE"),
+        ], loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8, frameon=False)
         self.axes = {"curve": ax, "loss": ax_loss}
-        self.animated = [self.artists["prediction"], self.artists["step_line"], self.artists["step_marker"],
-                         ax_loss.title]
+        a = self.artists
+        # In the order the artists were added, as a full draw paints them.
+        self.content = [a["truth"], a["start"], *(a[f"others:{name}"] for name in self.inits),
+                        a["query_curve"], a["support_curve"], ax.title]
+        # The support points are redrawn with the prediction so that they stay on top of it.
+        self.animated = [a["prediction"], a["support"], a["step_line"], a["step_marker"], ax_loss.title]
 
     def _draw(self, state: dict[str, Any]) -> tuple[SineView, str]:
         init, step = state["init"], int(state["step"])
@@ -230,35 +252,19 @@ class SineExplorer(Explorer[SineView]):
             a[name].set_color(colour)
         a["start"].set_ydata(traj.predictions[0])
         a["prediction"].set_ydata(_finite(traj.predictions[step]))
-        self.axes["curve"].legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8,
-                                  frameon=False)
         self.axes["curve"].set_title(f"{label}: y = {amplitude:.1f} sin(x − {phase:.2f}),  "
                                      f"K = {state['k_shot']},  α = {state['inner_lr']:g}", fontsize=10)
-
         for name in self.inits:
             line = a[f"others:{name}"]
             line.set_visible(name != init)
             if name != init:
                 line.set_ydata(_finite(others[name].query_mse))
-                line.set_label(f"{LABELS.get(name, name)}: MSE over {self._range}")
         a["query_curve"].set_ydata(_finite(traj.query_mse))
-        a["query_curve"].set_label(f"{label}: MSE over {self._range}")
         a["support_curve"].set_ydata(_finite(traj.support_loss))
-        a["support_curve"].set_label(f"{label}: support loss")
         a["step_line"].set_xdata([step, step])
         a["step_marker"].set_data([step], [_finite(traj.query_mse[step:step + 1])[0]])
-        ax_loss = self.axes["loss"]
-        shown = np.concatenate([_finite(v) for v in
-                                (traj.query_mse, traj.support_loss, *(o.query_mse for o in others.values()))])
-        low, high = max(shown.min() / 2, 1e-4), shown.max() * 2
-        ax_loss.set_ylim(low, high)
-        # Label the minor ticks (2, 3, 5, ...) only when less than about a decade is shown.
-        ax_loss.yaxis.set_minor_formatter(FuncFormatter(_plain) if high / low < 15 else NullFormatter())
-        handles = [a["query_curve"], a["support_curve"]] + [a[f"others:{n}"] for n in self.inits if n != init]
-        ax_loss.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
-                       fontsize=8, frameon=False)
-        ax_loss.set_title(f"after {step} step{'s' * (step != 1)}: MSE over {self._range} "
-                          f"{traj.query_mse[step]:.3g}", fontsize=10)
+        self.axes["loss"].set_title(f"after {step} step{'s' * (step != 1)}: MSE over {self._range} "
+                                    f"{traj.query_mse[step]:.3g}", fontsize=10)
 
         diverged = not (np.isfinite(traj.query_mse).all() and np.isfinite(traj.support_loss).all())
         view = SineView(init, amplitude, phase, int(state["k_shot"]), float(state["inner_lr"]), step, x,

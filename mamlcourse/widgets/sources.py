@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -132,7 +133,7 @@ def sine_inits(cfg: SineConfig | None = None, *, trained_dir: PathLike | None = 
 
 def omniglot_model(*, trained_dir: PathLike | None = None, checkpoint_dir: PathLike | None = None,
                    cfg: OmniglotConfig | None = None, data_root: PathLike | None = None,
-                   progress: bool = True) -> TrainedModel:
+                   omniglot: Any = None, progress: bool = True) -> TrainedModel:
     """The 5-way 1-shot Omniglot model: the shipped run, else a quick one trained now.
 
     Args:
@@ -141,6 +142,8 @@ def omniglot_model(*, trained_dir: PathLike | None = None, checkpoint_dir: PathL
         cfg: what to train when no shipped run is found (default: the ``"quick"`` preset,
             about a minute on a 2-core CPU, well above chance but far from the paper's 98.7%).
         data_root: the folder with the Omniglot zips (default ``$MAMLCOURSE_DATA``).
+        omniglot: images already loaded with ``mamlcourse.data.omniglot.load_images``
+            (saves loading them twice when the lesson also draws test episodes).
         progress: show the training progress bar.
 
     Returns:
@@ -153,10 +156,11 @@ def omniglot_model(*, trained_dir: PathLike | None = None, checkpoint_dir: PathL
                              "point trained_dir at the Omniglot run folder")
         return TrainedModel(model.eval(), loaded_cfg, f"loaded the trained model from {trained_dir} "
                             f"({loaded_cfg.preset}, {state['step']} iterations)", True)
-    from ..data import omniglot  # reads the image archives: imported on first use
+    from ..data import omniglot as omniglot_data  # reads the image archives: imported on first use
 
     cfg = cfg if cfg is not None else omniglot_preset("quick")
-    sampler = omniglot.OmniglotTasks.from_config(cfg, "train", root=data_root)
+    sampler = omniglot_data.OmniglotTasks.from_config(cfg, "train", root=data_root, device="cpu",
+                                                      omniglot=omniglot, progress=progress)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg)
