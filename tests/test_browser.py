@@ -46,13 +46,20 @@ def wait_until(condition, what: str, timeout_s: float = 30):
 
 
 @pytest.fixture(scope="module")
-def lesson(tmp_path_factory):
-    """The lesson open in JupyterLab, all cells run: (page, seconds the run took)."""
+def chromium(tmp_path_factory):
+    """One headless chromium for the module (Playwright's sync API allows one at a time)."""
     require(browser.missing_tools())
-    tmp = tmp_path_factory.mktemp("browser")
+    with browser.chromium(tmp_path_factory.mktemp("chromium")) as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def lesson(chromium, tmp_path_factory):
+    """The lesson open in JupyterLab, all cells run: (page, seconds the run took)."""
+    tmp = tmp_path_factory.mktemp("lab")
     course = browser.course_copy(tmp)
-    with browser.jupyter_lab(course, tmp / "home") as server, browser.chromium(tmp / "profile") as context:
-        page = context.new_page()
+    with browser.jupyter_lab(course, tmp / "home") as server:
+        page = chromium.new_page()
         browser.open_lesson(page, server)
         seconds = browser.run_all_cells(page)
         print(f"lesson 4 ran in the browser in {seconds:.0f} s")
@@ -106,13 +113,13 @@ def test_landscape_and_omniglot_follow_their_controls(lesson):
     wait_until(lambda: browser.image_src(omniglot) != src, "a new episode's image")
 
 
-def test_voila_shows_the_explorers_without_code(tmp_path):
+@pytest.mark.slow  # runs the whole lesson a second time (voila executes it on page load)
+def test_voila_shows_the_explorers_without_code(chromium, tmp_path):
     """``voila notebooks/04_adaptation_explorer.ipynb``: widgets render, sliders work, no code shown."""
     require(browser.missing_tools(voila=True))
     course = browser.course_copy(tmp_path)
-    with browser.voila(course, tmp_path / "home") as server, \
-            browser.chromium(tmp_path / "profile") as context:
-        page = context.new_page()
+    with browser.voila(course, tmp_path / "home") as server:
+        page = chromium.new_page()
         page.goto(server.url, timeout=300_000)  # voila runs the whole lesson before answering
         box = browser.explorer(page, "sine")
         box.locator("img").first.wait_for(timeout=120_000)
@@ -122,3 +129,4 @@ def test_voila_shows_the_explorers_without_code(tmp_path):
         assert "import mamlcourse" not in page.content(), "voila should hide the code cells"
         browser.press_on_slider(box, "inner step", "ArrowRight")
         browser.wait_for_status(box, "step 2 of 10")
+        page.close()

@@ -399,6 +399,21 @@ def test_sine_inits_train_then_load_without_touching_the_global_rng(tmp_path):
         omniglot_model(trained_dir=tmp_path / "run")
 
 
+@pytest.mark.skipif(not os.environ.get("MAMLCOURSE_DATA"), reason="set MAMLCOURSE_DATA to the Omniglot zips")
+def test_omniglot_model_trains_a_stand_in_when_the_shipped_one_is_missing(tmp_path):
+    cfg = dataclasses.replace(OMNI_CFG, num_iterations=2, checkpoint_every=1, log_every=1)
+    first = omniglot_model(trained_dir=tmp_path / "absent", checkpoint_dir=tmp_path / "run", cfg=cfg,
+                           progress=False)
+    assert not first.shipped
+    assert "absent not found" in first.origin and "trained 2 iterations" in first.origin
+    again = omniglot_model(checkpoint_dir=tmp_path / "run", cfg=cfg, progress=False)
+    assert "loaded from" in again.origin
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[key])
+    shipped = omniglot_model(trained_dir=tmp_path / "run")  # a run folder with checkpoint.pt loads as is
+    assert shipped.shipped and shipped.origin.startswith("loaded the trained model")
+
+
 def test_importing_mamlcourse_does_not_import_the_widgets():
     code = "import sys, mamlcourse; print('mamlcourse.widgets' in sys.modules, 'ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
