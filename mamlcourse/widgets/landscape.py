@@ -338,7 +338,7 @@ class LandscapeExplorer(Explorer[LandscapeView]):
             a_axis = np.linspace(*data.a_range, self.resolution)
             b_axis = np.linspace(*data.b_range, self.resolution)
             self._contours.append(ax.contour(a_axis, b_axis, z, levels=levels, colors="white",
-                                             linewidths=0.6, alpha=0.7))
+                                             linewidths=0.6, alpha=0.7, negative_linestyles="solid"))
             self.artists[f"path:{name}"].set_data(panel.a, panel.b)
             self.artists[f"done:{name}"].set_data(panel.a[:step + 1], panel.b[:step + 1])
             self.artists[f"now:{name}"].set_data(panel.a[step:step + 1], panel.b[step:step + 1])
