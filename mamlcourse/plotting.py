@@ -24,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+from matplotlib.ticker import FuncFormatter, LogFormatter
 
 # The course palette (colour-blind safe: Okabe & Ito).
 COLORS = {
@@ -257,7 +258,14 @@ def plot_adaptation_curves(panels: Mapping[str, Mapping[str, Any]], *, ylabel: s
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].set_ylabel(ylabel)
-    axes[0].legend(fontsize=8, title="shaded: 95% CI", title_fontsize=8, framealpha=0.9)
+    # One legend under the panels, each entry once (models and reference markers of every panel).
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+    entries["shaded: 95% CI of the mean"] = Patch(color="#BBBBBB", alpha=0.5)
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=len(entries),
+               fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     return fig
@@ -288,6 +296,9 @@ def plot_training_curves(histories: Mapping[str, Any], *, labels: Mapping[str, s
                 label=labels.get(name, label(name)))
     if logy:
         ax.set_yscale("log")
+        # 0.5, 1, 2 rather than 5x10^-1; minor ticks are labelled only on short ranges.
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
@@ -299,20 +310,24 @@ def plot_training_curves(histories: Mapping[str, Any], *, labels: Mapping[str, s
 
 def plot_score_bars(panels: Mapping[str, Mapping[str, Any]], *,
                     reference_lines: Mapping[str, Mapping[str, float]] | None = None,
-                    fmt: str = "{:.3g}", title: str | None = None) -> Figure:
+                    labels: Mapping[str, str] | None = None, fmt: str = "{:.3g}",
+                    xmax: float | None = None, title: str | None = None) -> Figure:
     """Horizontal bars, one panel per metric: compare a few methods at a glance.
 
     Args:
         panels: metric title -> {method name -> value, or (value, ci95)}; a palette name
             (``"maml"``, ``"first_order"``) gets its colour and label.
-        reference_lines: metric title -> {line label -> value}, drawn as dashed vertical
-            lines (chance level, a paper's number).
+        reference_lines: metric title -> {line label -> value}, drawn as vertical lines
+            (chance level, a paper's number) named in a legend under the panel.
+        labels: method name -> how it is written (default: the palette's label).
         fmt: how the value beside each bar is written.
+        xmax: right end of the value axis (default: room for the longest bar and its label).
         title: a title over all panels.
     """
     if not panels:
         raise ValueError("plot_score_bars needs at least one panel")
     reference_lines = reference_lines or {}
+    labels = labels or {}
     longest = max(len(m) for m in panels.values())
     fig = Figure(figsize=(4.6 * len(panels), 0.55 * longest + 1.3), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -325,14 +340,17 @@ def plot_score_bars(panels: Mapping[str, Mapping[str, Any]], *,
                     error_kw=dict(elinewidth=1.2))
             text = fmt.format(value) + (f" ± {fmt.format(ci)}" if ci is not None else "")
             ax.text(value + (ci or 0), y, "  " + text, va="center", fontsize=8)
-        ax.set_ylim(-0.6, len(names) - 0.1)
-        for line_label, value in reference_lines.get(metric, {}).items():
-            ax.axvline(value, color="black", linestyle="--", linewidth=1.1)
-            ax.text(value, len(names) - 0.35, f" {line_label} ({fmt.format(value)})", fontsize=8,
-                    va="center")
-        ax.set_yticks(ys, [label(n) for n in names])
+        lines = reference_lines.get(metric, {})
+        for j, (line_label, value) in enumerate(lines.items()):
+            ax.axvline(value, color=("black", COLORS["paper"], "#666666")[j % 3],
+                       linestyle=("--", ":", "-.")[j % 3], linewidth=1.5,
+                       label=f"{line_label} ({fmt.format(value)})")
+        if lines:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(lines), fontsize=8,
+                      frameon=False)
+        ax.set_yticks(ys, [labels.get(n, label(n)) for n in names])
         right = max(v + (c or 0) for v, c in values)
-        ax.set_xlim(0, 1.3 * max(right, *reference_lines.get(metric, {}).values(), 1e-12))
+        ax.set_xlim(0, xmax if xmax is not None else 1.45 * max(right, *lines.values(), 1e-12))
         ax.set_title(metric)
         ax.grid(alpha=0.3, axis="x")
     if title:
@@ -414,7 +432,7 @@ def plot_episode(task: Any, *, title: str | None = None, class_names: Sequence[s
     Args:
         task: a ``Task`` with image inputs ([n, 1, H, W]) and class labels 0..N-1.
         title: a title over the episode.
-        class_names: [N] a caption above each column (for example the character's name).
+        class_names: [N] a caption above each column (default: the label).
         max_query: show at most this many query images per class.
     """
     x_support, x_query = _images(task.x_support), _images(task.x_query)
@@ -441,7 +459,7 @@ def plot_episode(task: Any, *, title: str | None = None, class_names: Sequence[s
                 _show(ax, images[r_in], frame=frame, cmap=cmap)
             else:
                 ax.axis("off")
-        caption = class_names[c] if class_names is not None else f"class {classes[c]}"
+        caption = class_names[c] if class_names is not None else f"label {classes[c]}"
         axes[0, c].set_title(caption, fontsize=7)
     axes[0, 0].set_ylabel("support", color=COLORS["support"], fontsize=9, fontweight="bold")
     if k_query:

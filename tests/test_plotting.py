@@ -73,7 +73,8 @@ def test_adaptation_curves_draw_means_bands_and_reference():
     # The paper's numbers sit at their steps.
     offsets = [c.get_offsets() for c in left.collections if not isinstance(c, PolyCollection)]
     np.testing.assert_allclose(offsets[0], [[1, 0.67], [5, 0.38], [10, 0.35]])
-    assert "paper: MAML" in [t.get_text() for t in left.get_legend().get_texts()]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["MAML", "pretrained", "paper: MAML", "paper: pretrained", "shaded: 95% CI of the mean"]
 
 
 def test_adaptation_curves_reject_bad_input():
@@ -148,14 +149,17 @@ def test_score_bars_lengths_errors_and_reference_lines():
     fig = draws(plotting.plot_score_bars(
         {"accuracy": {"from scratch": (0.4, 0.05), "nearest neighbour": 0.5},
          "ms": {"maml": 2.0, "first_order": 1.0}},
-        reference_lines={"accuracy": {"chance": 0.2}}))
+        reference_lines={"accuracy": {"chance": 0.2}}, labels={"maml": "second order"}))
     acc, ms = fig.axes
     widths = [p.get_width() for p in acc.patches]
     assert widths == pytest.approx([0.4, 0.5])
     assert [p.get_width() for p in ms.patches] == pytest.approx([2.0, 1.0])
     assert to_hex(ms.patches[0].get_facecolor()) == PALETTE["maml"]
     assert [t.get_text() for t in acc.get_yticklabels()] == ["from scratch", "nearest neighbour"]
+    assert [t.get_text() for t in ms.get_yticklabels()] == ["second order", "first-order MAML"]
     assert any(line.get_xdata()[0] == 0.2 for line in acc.get_lines())
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["chance (0.2)"]
+    assert ms.get_legend() is None
     assert any("0.4 ± 0.05" in t.get_text() for t in acc.texts)
     with pytest.raises(ValueError, match="a number or a"):
         plotting.plot_score_bars({"a": {"x": (1, 2, 3)}})
@@ -186,6 +190,7 @@ def test_episode_puts_each_class_in_a_column():
     grid = np.array(fig.axes).reshape(1 + k_query, n_way)
     for c in range(n_way):  # every image in column c shows class c
         assert all(ax.images[0].get_array().mean() == c for ax in grid[:, c])
+    assert [ax.get_title() for ax in grid[0]] == [f"label {c}" for c in range(n_way)]
     assert to_hex(grid[0, 0].spines["top"].get_edgecolor()) == PALETTE["support"]
     assert to_hex(grid[1, 0].spines["top"].get_edgecolor()) == PALETTE["query"]
     bad = Task(x_support, labels, x_query, labels.repeat(k_query) + 1)
