@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import math
 import os
 import platform
@@ -45,6 +46,7 @@ from ..train import TrainingDiverged
 from . import get_algorithm
 from .base import train_algorithm
 from .cost import inner_step_costs, measure, synthetic_tasks
+from .maml_plus_plus import multi_step_weights
 from .maml_variants import score_maml
 from .published import MINIIMAGENET_MAML, OMNIGLOT_5W1S
 
@@ -317,14 +319,15 @@ def run_cost(sizes: Sizes, *, device: torch.device | str = "cpu") -> dict[str, A
     """Time and peak memory per meta-iteration for 1..N inner steps, second vs first order.
 
     Measured on the sine MLP (``sizes.cost_sine_tasks`` tasks of K = 5) and on ConvNet4
-    (``sizes.cost_omniglot_tasks`` 5-way 1-shot tasks, 1 query image per class).
+    (``sizes.cost_omniglot_tasks`` 5-way 1-shot tasks, 1 query image per class). The MLP's
+    iterations are about 50x cheaper, so it is timed over 5x the repeats, to damp noise.
     """
     sine_cfg = sine_config(sizes)
     conv_cfg = omniglot_config(sizes)
     return {
         "sine_mlp": {"tasks_per_batch": sizes.cost_sine_tasks,
                      "rows": inner_step_costs(sine_cfg, synthetic_tasks(sine_cfg, sizes.cost_sine_tasks),
-                                              steps=sizes.cost_steps, repeats=sizes.memory_repeats,
+                                              steps=sizes.cost_steps, repeats=5 * sizes.memory_repeats,
                                               device=device)},
         "convnet4": {"tasks_per_batch": sizes.cost_omniglot_tasks,
                      "rows": inner_step_costs(conv_cfg, synthetic_tasks(conv_cfg, sizes.cost_omniglot_tasks),
@@ -430,6 +433,35 @@ def cost_table(cost: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip()
 
 
+def first_order_table(sine: dict[str, Any], omniglot: dict[str, Any] | None = None) -> str:
+    """What first order gives up: MAML against first-order MAML at MAML's iterations and at MAML's time.
+
+    Sine: MSE after 1 step (the trained number); Omniglot: accuracy after the trained steps.
+    """
+    head = f"{'':<34}{'iters':>7}{'ms/iter':>9}{'sine MSE, 1 step':>20}"
+    if omniglot:
+        head += f"{'iters':>7}{'ms/iter':>9}{'Omniglot acc. (%)':>20}"
+    lines = ["What first order gives up (same settings, same test tasks)", head, "-" * len(head)]
+    rows = [("MAML (second order)", "maml"), ("first-order, MAML's iterations", "fomaml"),
+            ("first-order, MAML's wall time", "first_order_equal_time")]
+    for label, key in rows:
+        line = f"{label:<34}"
+        for block, metric, digits in ((sine, "mse", 3), (omniglot, "accuracy", 1)):
+            if not block:
+                continue
+            e = block[key] if key == "first_order_equal_time" else block["algorithms"][key]
+            value = (e[metric][1], e["ci95"][1]) if metric == "mse" else (e[metric], e["ci95"])
+            line += f"{e['iterations']:>7}{e['ms_per_iteration']:>9.1f}{_fmt(*value, digits):>20}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any] | None:
+    """Results saved by ``benchmarks/compare_algorithms.py`` (None when the file is absent)."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def format_tables(results: dict[str, Any]) -> str:
     """Every table present in ``results``, with the provenance line on top."""
     parts = []
@@ -444,32 +476,42 @@ def format_tables(results: dict[str, Any]) -> str:
 
 
 def plot_sine(sine: dict[str, Any], *, title: str = "") -> Figure:
-    """5-shot MSE (log scale) after 0..10 steps, one line per algorithm, the paper's MAML as points."""
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    """5-shot MSE (log scale) after 0..10 steps, one line per algorithm, the paper's MAML as stars.
+
+    A curve that leaves the plot (more than 3x the random initialisation's worst MSE, or not
+    finite) stops there with an arrow: it diverges.
+    """
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
     steps = sine["steps"]
+    ceiling = 3 * max(sine["random_init"]["mse"])
     entries = {"random": sine["random_init"], **sine["algorithms"]}
     for name, e in entries.items():
         color = COLORS.get(name, "#444444")
         if "diverged" in e:
             continue
-        if e.get("adapts_by_gradient", True):
-            mean = torch.tensor(e["mse"])
-            ci = torch.tensor(e["ci95"])
-            finite = torch.isfinite(mean) & (mean < 1e3)
-            xs = [s for s, ok in zip(steps, finite) if ok]
-            ax.plot(xs, mean[finite], marker="o", ms=3, color=color, label=e["label"],
-                    ls="--" if name == "random" else "-")
-            ax.fill_between(xs, (mean - ci)[finite].clamp_min(1e-3), (mean + ci)[finite], color=color,
-                            alpha=0.15)
-        else:
+        if not e.get("adapts_by_gradient", True):
             ax.axhline(e["mse"][0], color=color, ls=":", lw=2, label=f"{e['label']} (one forward pass)")
+            continue
+        mean, ci = torch.tensor(e["mse"]), torch.tensor(e["ci95"])
+        ok = torch.isfinite(mean) & (mean < ceiling)
+        shown = int(ok.long().cumprod(0).sum())  # up to the first step that leaves the plot
+        xs = steps[:shown]
+        ax.plot(xs, mean[:shown], marker="o", ms=3, color=color, label=e["label"],
+                ls="--" if name == "random" else "-")
+        ax.fill_between(xs, (mean - ci)[:shown].clamp_min(1e-3), (mean + ci)[:shown], color=color,
+                        alpha=0.12)
+        if shown < len(steps):
+            ax.annotate("diverges", (xs[-1], float(mean[shown - 1])), xytext=(xs[-1] + 0.6, ceiling / 1.6),
+                        color=color, fontsize=8, arrowprops=dict(arrowstyle="<-", color=color))
     paper = sine["paper"]["maml"]
     ax.plot([int(k) for k in paper], list(paper.values()), "*", ms=12, color=COLORS["maml"],
             markeredgecolor="white", label="MAML, paper")
-    ax.set(yscale="log", xlabel="inner gradient steps at test", ylabel=f"MSE, {sine['k_shot']}-shot (log)",
+    ax.set(yscale="log", ylim=(0.2, ceiling), xlabel="inner gradient steps at test",
+           ylabel=f"MSE, {sine['k_shot']}-shot (log scale)",
            title=title or f"Sine regression on {sine['num_test_tasks']} fixed test tasks")
-    ax.legend(fontsize=8, ncols=2, loc="upper right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8,
+               frameon=False)
     ax.grid(alpha=0.3, which="both")
     return fig
 
@@ -490,18 +532,26 @@ def plot_omniglot(omniglot: dict[str, Any], *, title: str = "") -> Figure:
                label="published")
     ax_acc.axhline(omniglot["random_init"]["accuracy"], color=COLORS["random"], ls="--", label="random init")
     ax_acc.axhline(20, color="black", lw=0.8, ls=":", label="chance (20%)")
+    for x, p in zip(xs.tolist(), published):
+        if not p:
+            ax_acc.annotate("not\nreported", (x + 0.2, 2), ha="center", fontsize=7, color="#666666")
     ax_acc.set(xticks=xs.tolist(), ylim=(0, 100), ylabel="test accuracy (%)",
                title=title or f"Omniglot 5-way 1-shot, {omniglot['num_test_tasks']} test tasks")
     ax_acc.set_xticklabels([e["label"] for e in entries], rotation=30, ha="right")
-    ax_acc.legend(fontsize=8, loc="lower left")
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8,
+               frameon=False)
     ax_ms.barh(xs, [e["ms_per_iteration"] for e in entries], color=[COLORS.get(n, "#444444") for n in names])
-    ax_ms.set(yticks=xs.tolist(), xlabel="ms per meta-iteration (training)", title="cost")
+    ax_ms.set(yticks=xs.tolist(), xlabel="ms per meta-iteration (training)",
+              title="time per meta-iteration, peak memory")
     ax_ms.set_yticklabels([e["label"] for e in entries])
     ax_ms.invert_yaxis()
     for x, e in zip(xs.tolist(), entries):
         ax_ms.annotate(f" {e['peak_mb']:.0f} MB", (e["ms_per_iteration"], x), va="center", fontsize=8)
     ax_ms.margins(x=0.3)
     return fig
+
+
+COST_MODELS = {"sine_mlp": "sine MLP 40-40 (K = 5)", "convnet4": "ConvNet4 (5-way 1-shot)"}
 
 
 def plot_cost(cost: dict[str, Any]) -> Figure:
@@ -515,13 +565,74 @@ def plot_cost(cost: dict[str, Any]) -> Figure:
             steps = [r["num_inner_steps"] for r in rows]
             axes[0, col].plot(steps, [r["ms_per_iteration"] for r in rows], "-o", color=color, label=label)
             axes[1, col].plot(steps, [r["peak_mb"] for r in rows], "-o", color=color, label=label)
-        axes[0, col].set(title=f"{model_name}, {block['tasks_per_batch']} tasks per batch",
+        axes[0, col].set(title=f"{COST_MODELS.get(model_name, model_name)}, {block['tasks_per_batch']} tasks "
+                               "per meta-batch",
                          ylabel="ms per meta-iteration")
-        axes[1, col].set(xlabel="inner steps", ylabel="peak memory above baseline (MB)")
+        axes[1, col].set(xlabel="inner steps per meta-iteration", ylabel="peak memory of an iteration (MB)")
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
             ax.set_ylim(bottom=0)
             ax.legend(fontsize=8)
+    return fig
+
+
+def plot_multi_step_weights(num_inner_steps: int, anneal_iterations: int) -> Figure:
+    """MAML++'s multi-step loss weights v_1..v_N over meta-iterations (``multi_step_weights``)."""
+    iterations = torch.arange(0, int(1.25 * anneal_iterations) + 1)
+    schedule = torch.stack([multi_step_weights(int(i), num_inner_steps, anneal_iterations)
+                            for i in iterations])
+    fig = Figure(figsize=(6.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    n = num_inner_steps
+    ax.plot(iterations, schedule[:, :-1], color=COLORS["random"], lw=1.5)  # equal: one line on screen
+    ax.plot([], [], color=COLORS["random"], lw=1.5, label=f"v_1 ... v_{n - 1} (earlier steps, equal)")
+    ax.plot(iterations, schedule[:, -1], color=COLORS["maml_pp"], lw=2, label=f"v_{n} (last step)")
+    ax.axvline(anneal_iterations, color="black", ls=":", lw=0.8)
+    ax.annotate(" only the last step counts", (anneal_iterations, 0.5), fontsize=8)
+    ax.set(xlabel="meta-iteration", ylabel="weight of step s's query loss", ylim=(-0.02, 1.02),
+           title=f"MAML++ multi-step loss: N = {num_inner_steps}, annealed over {anneal_iterations} "
+                 "iterations")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def plot_sine_predictions(models: dict[str, nn.Module], tasks, cfg: SineConfig, *, maml_steps=(1, 10),
+                          num_tasks: int = 3) -> Figure:
+    """A few test tasks: the true wave, the support points, MAML after some steps, the hypernetwork.
+
+    Args:
+        models: needs ``"maml"`` and ``"hypernet"`` (as ``run_sine`` returns them).
+        tasks: the test tasks (their support sets are what both models adapt on).
+        cfg: α and the x range.
+    """
+    from ..maml import adaptation_trajectory, functional_forward, get_params, loss_function
+
+    maml, hypernet = models["maml"], models["hypernet"]
+    device = next(maml.parameters()).device
+    x = torch.linspace(*cfg.x_range, 200, device=device)[:, None]
+    fig = Figure(figsize=(4 * num_tasks, 3.6), layout="constrained")
+    axes = fig.subplots(1, num_tasks, sharey=True, squeeze=False)[0]
+    for i, ax in enumerate(axes):
+        x_s, y_s, x_q, y_q = (t.to(device) for t in tasks[i])
+        path = adaptation_trajectory(maml, get_params(maml), x_s, y_s, loss_fn=loss_function(cfg.loss),
+                                     inner_lr=cfg.inner_lr, num_inner_steps=max(maml_steps))
+        order = x_q[:, 0].argsort()  # the query points cover the x range: they draw the true wave
+        ax.plot(x_q[order, 0].cpu(), y_q[order, 0].cpu(), color="black", lw=1.4, label="true wave")
+        for k, style in zip(maml_steps, (":", "-")):
+            with torch.no_grad():
+                y = functional_forward(maml, path[k], x)
+            ax.plot(x.cpu(), y.cpu(), style, color=COLORS["maml"], lw=2,
+                    label=f"MAML, {k} step{'s' * (k > 1)}")
+        with torch.no_grad():
+            y = hypernet(x_s, y_s, x)
+        ax.plot(x.cpu(), y.cpu(), color=COLORS["hypernet"], lw=2, label="hypernetwork (no steps)")
+        ax.scatter(x_s.cpu(), y_s.cpu(), s=45, zorder=3, color="#E69F00", edgecolors="black",
+                   label=f"support ({len(x_s)} points)")
+        ax.set(xlabel="x", title=f"test task {i + 1}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("y")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=5, fontsize=8,
+               frameon=False)
     return fig
 
 
@@ -545,4 +656,5 @@ def plot_where_maml_stops(omniglot: dict[str, Any]) -> Figure:
 __all__ = ["Sizes", "MODES", "SINE_ALGORITHMS", "OMNIGLOT_ALGORITHMS", "SINE_SETTINGS", "OMNIGLOT_SETTINGS",
            "COLORS", "sine_config", "omniglot_config", "run_sine", "run_omniglot", "run_cost", "provenance",
            "sine_table", "omniglot_table", "cost_table", "format_tables", "plot_sine", "plot_omniglot",
-           "plot_cost", "plot_where_maml_stops", "sine_headline"]
+           "plot_cost", "plot_where_maml_stops", "sine_headline", "first_order_table", "load_results",
+           "plot_multi_step_weights", "plot_sine_predictions"]

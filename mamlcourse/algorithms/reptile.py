@@ -5,13 +5,14 @@ support *and* query sets: Reptile has no use for the split) to get φ_i; then
 
     θ ← θ + ε (φ̄ − θ),   φ̄ = 1/T Σ_i φ_i
 
-No gradient flows through the inner loop, so Reptile costs what first-order MAML costs.
+No gradient flows through the inner loop, so per inner step Reptile costs what first-order
+MAML costs.
 ``reptile_loss`` writes the update as a loss whose gradient is (θ − φ̄):
 
     L(θ) = ½ ‖θ − stop_gradient(φ̄)‖²,   ∇_θ L = θ − φ̄
 
 so plain SGD with learning rate ε on it is exactly the update above, and ``meta_train``'s
-Adam uses (θ − φ̄) as its gradient: the "Adam form" of the paper (Section 3).
+Adam uses (θ − φ̄) as its gradient, which the paper suggests as an alternative to plain steps.
 
 Example:
     >>> model, history = train_algorithm(REPTILE, SineTasks.from_config(cfg), cfg)
