@@ -40,9 +40,11 @@ class SineMLP(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers[:-1]:
+        # Unpacked rather than sliced: ``self.layers[:-1]`` builds a new ModuleList per call.
+        *hidden, output = self.layers
+        for layer in hidden:
             x = F.relu(layer(x))
-        return self.layers[-1](x)
+        return output(x)
 
 
 class BatchStatNorm(nn.Module):
@@ -68,7 +70,20 @@ class BatchStatNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = F.batch_norm(x, None, None, training=True, eps=self.eps)
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        return x * self.weight.view(shape) + self.bias.view(shape)
+        # bias + x * weight in one pass over x
+        return torch.addcmul(self.bias.view(shape), x, self.weight.view(shape))
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """The same [n, C, H, W] tensor, stored channels-last (NHWC) in memory.
+
+    The CPU's convolution and pooling kernels (oneDNN) run several times faster on this
+    layout. Written with permutes rather than ``x.to(memory_format=torch.channels_last)``
+    so that it also runs under ``torch.func.vmap``.
+    """
+    # clone rather than contiguous: with one channel, x is already "contiguous" as NHWC and
+    # would keep the stride that makes the convolution choose NCHW.
+    return x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
 
 
 class ConvNet4(nn.Module):
@@ -77,6 +92,10 @@ class ConvNet4(nn.Module):
     The paper's Omniglot network (Section 5.2; the original code could use strided
     convolutions instead of max-pooling, we use max-pooling). 28x28 inputs shrink to
     14, 7, 3 and 1 pixels, so the head sees ``num_filters`` features.
+
+    Each block pools before its ReLU: the same function and the same gradients as ReLU then
+    pooling (ReLU is monotonic, so it commutes with a max), with the ReLU on a quarter of
+    the values. On the CPU the images are stored channels-last (see ``channels_last``).
 
     Shapes: x [n, in_channels, image_size, image_size] -> logits [n, n_way].
     """
@@ -88,7 +107,7 @@ class ConvNet4(nn.Module):
         channels, size = in_channels, image_size
         for _ in range(4):
             blocks += [nn.Conv2d(channels, num_filters, 3, padding=1), BatchStatNorm(num_filters),
-                       nn.ReLU(), nn.MaxPool2d(2)]
+                       nn.MaxPool2d(2), nn.ReLU()]
             channels, size = num_filters, size // 2
         if size < 1:
             raise ValueError(f"image_size {image_size} is too small for four 2x2 max-pools (needs >= 16)")
@@ -96,6 +115,8 @@ class ConvNet4(nn.Module):
         self.head = nn.Linear(num_filters * size * size, n_way)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu":
+            x = channels_last(x)
         return self.head(self.features(x).flatten(1))
 
 
