@@ -120,7 +120,7 @@ def format_table(results: dict[str, Any], steps: tuple[int, ...] = (0, 1, 5, 10)
     lines = [f"Sine regression: MSE on {results['eval']['num_tasks']} fixed test tasks "
              f"after k inner steps ({results['iterations']} meta-iterations, "
              f"{results['wall_seconds']:.0f} s)"]
-    header = f"{'K':>3}  {'model':<18}" + "".join(f"{f'k={s}':>16}" for s in steps)
+    header = f"{'K':>3}  {'model':<24}" + "".join(f"{f'k={s}':>16}" for s in steps)
     lines += [header, "-" * len(header)]
     rows = [("MAML", results["eval"])]
     if "baseline" in results:
@@ -129,9 +129,9 @@ def format_table(results: dict[str, Any], steps: tuple[int, ...] = (0, 1, 5, 10)
         for name, block in rows:
             cells = "".join(f"{block['mse'][k][s]:>9.3f} ±{block['ci95'][k][s]:<5.3f}"
                             if s < len(block["mse"][k]) else f"{'':>16}" for s in steps)
-            lines.append(f"{k:>3}  {name:<18}{cells}")
+            lines.append(f"{k:>3}  {name:<24}{cells}")
         if k == "5":
             for name, row in PAPER_SINE_5SHOT.items():
                 cells = "".join(f"{row[s]:>9.2f}{'':7}" if s in row else f"{'-':>9}{'':7}" for s in steps)
-                lines.append(f"{k:>3}  {'paper ' + name:<18}{cells}")
+                lines.append(f"{k:>3}  {'paper ' + name:<24}{cells}")
     return "\n".join(lines)
