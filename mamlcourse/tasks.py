@@ -111,8 +111,9 @@ class TaskBatch:
 class TaskSampler(Protocol):
     """What training and evaluation need from a task distribution."""
 
-    def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:
-        """``num_tasks`` fresh episodes drawn with ``generator``."""
+    def sample(self, num_tasks: int, generator: torch.Generator, **overrides) -> TaskBatch:
+        """``num_tasks`` fresh episodes drawn with ``generator``; ``overrides`` (for example
+        ``k_shot=5``) change the task shape for this draw."""
         ...
 
 
