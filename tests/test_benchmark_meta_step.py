@@ -36,6 +36,16 @@ CONV = OmniglotConfig(n_way=3, k_shot=1, k_query=2, num_inner_steps=2, inner_lr=
                       num_filters=4, image_size=16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks: one thread is as fast, and a second OpenMP thread on a busy 2-core CPU
+    slows every small op down by orders of magnitude."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def sine_setup():
     torch.manual_seed(0)
     tasks = meta_step.SineTasks.from_config(SINE).sample(SINE.tasks_per_batch, seeded_generator(0))
