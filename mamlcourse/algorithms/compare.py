@@ -36,12 +36,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..config import OmniglotConfig, SineConfig, omniglot_preset, sine_preset
+from ..config import MetaConfig, OmniglotConfig, SineConfig, omniglot_preset, sine_preset
 from ..data.sine import SineTasks
 from ..evaluate import confidence_interval
 from ..models import build_model
 from ..runs.sine import PAPER_SINE_5SHOT
-from ..tasks import fixed_tasks
+from ..tasks import TaskBatch, fixed_tasks
 from ..train import TrainingDiverged
 from . import get_algorithm
 from .base import train_algorithm
@@ -137,7 +137,7 @@ def omniglot_config(sizes: Sizes) -> OmniglotConfig:
         log_every=max(1, min(50, sizes.omniglot_iterations // 10)), validate_every=0)
 
 
-def _settings(name: str, cfg, table: dict[str, dict[str, Any]]):
+def _settings(name: str, cfg: MetaConfig, table: dict[str, dict[str, Any]]) -> MetaConfig:
     return dataclasses.replace(cfg, **table.get(name, {}))
 
 
@@ -596,8 +596,8 @@ def plot_multi_step_weights(num_inner_steps: int, anneal_iterations: int) -> Fig
     return fig
 
 
-def plot_sine_predictions(models: dict[str, nn.Module], tasks, cfg: SineConfig, *, maml_steps=(1, 10),
-                          num_tasks: int = 3) -> Figure:
+def plot_sine_predictions(models: dict[str, nn.Module], tasks: TaskBatch, cfg: SineConfig, *,
+                          maml_steps: tuple[int, int] = (1, 10), num_tasks: int = 3) -> Figure:
     """A few test tasks: the true wave, the support points, MAML after some steps, the hypernetwork.
 
     Args:
