@@ -10,7 +10,7 @@ Importing it has no side effects: nothing is seeded, downloaded or styled. The w
 first use.
 """
 
-from . import baseline, checkpoint, config, data, evaluate, maml, models, tasks, train
+from . import algorithms, baseline, checkpoint, config, data, evaluate, maml, models, tasks, train
 from .config import OmniglotConfig, SineConfig, omniglot_preset, resolve_device, resolve_mode, sine_preset
 from .evaluate import EvalResult, confidence_interval
 from .maml import Params, adaptation_trajectory, get_params, inner_loop, meta_loss
@@ -21,7 +21,7 @@ from .train import History, meta_train
 __version__ = "0.1.0"
 
 __all__ = [
-    "baseline", "checkpoint", "config", "data", "evaluate", "maml", "models", "tasks", "train",
+    "algorithms", "baseline", "checkpoint", "config", "data", "evaluate", "maml", "models", "tasks", "train",
     "OmniglotConfig", "SineConfig", "omniglot_preset", "sine_preset", "resolve_device",
     "resolve_mode", "EvalResult", "confidence_interval", "Params", "adaptation_trajectory",
     "get_params", "inner_loop", "meta_loss", "ConvNet4", "SineMLP", "build_model", "Task",

@@ -1,20 +1,9 @@
-"""Shared test setup: quick mode, the Omniglot data in ../shared when present, small helpers."""
+"""Shared test helpers (the environment, quick mode and data path, is set in ../conftest.py)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_OMNIGLOT = ROOT.parent / "shared" / "data" / "omniglot"
-
-# Tests and the notebooks they execute (kernels inherit this environment) run in quick mode.
-os.environ.setdefault("MAMLCOURSE_MODE", "quick")
-if "MAMLCOURSE_DATA" not in os.environ and SHARED_OMNIGLOT.is_dir():
-    os.environ["MAMLCOURSE_DATA"] = str(SHARED_OMNIGLOT)
 
 
 @pytest.fixture

@@ -10,14 +10,16 @@ import dataclasses
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
 
 from mamlcourse.config import OmniglotConfig, SineConfig
 from mamlcourse.models import ConvNet4, SineMLP
 from mamlcourse.tasks import seeded_generator
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_benchmark():

@@ -1,4 +1,4 @@
-"""The outputs stored in the lessons come from a run of their current code (see tools/execute_notebooks.py)."""
+"""Stored lesson outputs come from a run of their current code (see tools/execute_notebooks.py)."""
 
 from __future__ import annotations
 
