@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mamlcourse.config import MetaConfig, OmniglotConfig, SineConfig, omniglot_preset, resolve_device
+from mamlcourse.config import MetaConfig, OmniglotConfig, omniglot_preset, resolve_device, sine_preset
 from mamlcourse.data.sine import SineTasks
 from mamlcourse.maml import default_vectorize, get_params, meta_loss
 from mamlcourse.models import build_model
@@ -94,9 +94,7 @@ def _second_order(cfg: MetaConfig) -> MetaConfig:
 BENCHMARKS: dict[str, Benchmark] = {
     "sine": Benchmark(
         "sine",
-        SineConfig(preset="paper", k_shot=10, k_query=10, num_inner_steps=1, inner_lr=0.01,
-                   tasks_per_batch=25),
-        "sine", iterations=300, warmup=30,
+        _second_order(sine_preset("paper")), "sine", iterations=300, warmup=30,
         description="MLP 40-40, 25 tasks, K=10 support + 10 query, 1 inner step, second order"),
     "omniglot-5w1s": Benchmark(
         "omniglot-5w1s",
@@ -363,6 +361,14 @@ class Runner:
             self.times_ms.append(1000 * (self.clock() - start))
 
 
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none): was it quiet?"""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     if len(values) < 2:
         return (values[0],) * 3
@@ -395,20 +401,25 @@ def run_benchmark(bench: Benchmark, *, device: torch.device, iterations: int, wa
     backwards: dict[str, Backward] = {"mamlcourse": mamlcourse_backward(vectorize)}
     versions = {"mamlcourse": importlib.metadata.version("mamlcourse") if peer_version("mamlcourse")
                 else "source", "torch": torch.__version__}
-    not_installed = []
+    not_installed, unusable = [], {}
     for name in peers:
         versions[name] = peer_version(name)
         if versions[name] is None:
             not_installed.append(name)
             continue
-        backwards[name] = PEER_FACTORIES[name]()
+        try:
+            backwards[name] = PEER_FACTORIES[name]()
+        except ImportError as err:
+            unusable[name] = f"installed but not importable ({err}): rerun benchmarks/install_peers.sh"
 
     if rtol is None:
         rtol = DEFAULT_RTOL[check_dtype]
+    load_before = _load_average()
     rel_diffs, refused = gradient_agreement(backwards, model, tasks, cfg, rtol=rtol,
                                             dtype=getattr(torch, check_dtype))
     for name in refused:
         del backwards[name]
+    refused.update(unusable)
 
     if clock == "cpu" and device.type == "cuda":
         raise ValueError("--clock cpu does not see GPU time: use --clock wall with --device cuda")
@@ -437,6 +448,7 @@ def run_benchmark(bench: Benchmark, *, device: torch.device, iterations: int, wa
         "rtol": rtol,
         "not_installed": not_installed,
         "refused": refused,
+        "load_average": [load_before, _load_average()],
         "iterations": iterations,
         "warmup": warmup,
         "tasks_per_batch": cfg.tasks_per_batch,
