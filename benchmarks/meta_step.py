@@ -77,6 +77,8 @@ class Benchmark:
             the conv speed is known before real data) or ``"omniglot"`` (real episodes).
         iterations, warmup: defaults for ``--iterations`` and ``--warmup``.
         description: one line for the table.
+        block: default for ``--block``: consecutive iterations each implementation runs in
+            its turn of the round-robin.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Benchmark:
     iterations: int
     warmup: int
     description: str
+    block: int = 1
 
 
 def _second_order(cfg: MetaConfig) -> MetaConfig:
@@ -94,7 +97,7 @@ def _second_order(cfg: MetaConfig) -> MetaConfig:
 BENCHMARKS: dict[str, Benchmark] = {
     "sine": Benchmark(
         "sine",
-        _second_order(sine_preset("paper")), "sine", iterations=300, warmup=30,
+        _second_order(sine_preset("paper")), "sine", iterations=300, warmup=30, block=30,
         description="MLP 40-40, 25 tasks, K=10 support + 10 query, 1 inner step, second order"),
     "omniglot-5w1s": Benchmark(
         "omniglot-5w1s",
@@ -377,13 +380,17 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def run_benchmark(bench: Benchmark, *, device: torch.device, iterations: int, warmup: int,
+                  block: int | None = None,
                   vectorize: bool | None = None, peers: tuple[str, ...] = PEERS, rtol: float | None = None,
                   check_dtype: str = "float64",
                   random_images: bool = False, data: str | None = None, clock: str = "wall") -> dict:
     """Check every implementation's meta-gradient against ours, then time them round-robin.
 
-    Round-robin (one iteration of each implementation in turn) spreads the noise of a shared
-    machine evenly over the implementations. ``clock="cpu"`` times with the process's CPU
+    Round-robin (``block`` iterations of each implementation in turn) spreads the noise of a
+    shared machine evenly over the implementations. A block longer than one iteration lets
+    each implementation run warm, as in a training loop, instead of finding the caches and
+    the allocator as the previous implementation left them: this matters for the
+    millisecond-sized sine step, not for the conv configs. ``clock="cpu"`` times with the process's CPU
     time instead of the wall clock: steadier on a machine shared with other work, and
     comparable to wall time with ``--threads 1`` (with more threads it adds theirs up).
 
@@ -425,9 +432,13 @@ def run_benchmark(bench: Benchmark, *, device: torch.device, iterations: int, wa
         raise ValueError("--clock cpu does not see GPU time: use --clock wall with --device cuda")
     timer = time.process_time if clock == "cpu" else time.perf_counter
     runners = {name: Runner(fn, model, cfg, timer) for name, fn in backwards.items()}
-    for i in range(warmup + iterations):
+    block = bench.block if block is None else block
+    if block < 1:
+        raise ValueError(f"--block must be >= 1, got {block}")
+    for start in range(0, warmup + iterations, block):
         for runner in runners.values():
-            runner.step(tasks, device, record=i >= warmup)
+            for i in range(start, min(start + block, warmup + iterations)):
+                runner.step(tasks, device, record=i >= warmup)
 
     medians = {name: _quartiles(r.times_ms)[1] for name, r in runners.items()}
     peer_medians = [ms for name, ms in medians.items() if name != "mamlcourse"]
@@ -451,6 +462,7 @@ def run_benchmark(bench: Benchmark, *, device: torch.device, iterations: int, wa
         "load_average": [load_before, _load_average()],
         "iterations": iterations,
         "warmup": warmup,
+        "block": block,
         "tasks_per_batch": cfg.tasks_per_batch,
         "num_inner_steps": cfg.num_inner_steps,
         "versions": versions,
@@ -497,6 +509,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, help="timed iterations per implementation "
                         "(default: per config, 300 for sine, 10-20 for the conv configs)")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default: per config)")
+    parser.add_argument("--block", type=int, help="iterations each implementation runs in its turn "
+                        "(default: 30 for sine, 1 for the conv configs)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, "
                         "one per physical core)")
     parser.add_argument("--vectorize", choices=["auto", "vmap", "loop"], default="auto",
@@ -540,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_benchmark(
             bench, device=device,
             iterations=args.iterations if args.iterations is not None else bench.iterations,
-            warmup=args.warmup if args.warmup is not None else bench.warmup,
+            warmup=args.warmup if args.warmup is not None else bench.warmup, block=args.block,
             vectorize={"auto": None, "vmap": True, "loop": False}[args.vectorize],
             peers=args.peers, rtol=args.rtol, check_dtype=args.check_dtype,
             random_images=args.random_images, data=args.data, clock=args.clock)

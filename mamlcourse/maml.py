@@ -80,7 +80,8 @@ def _lr(inner_lr: InnerLR, step: int, name: str) -> float | Tensor:
 
 def inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_support: Tensor, *,
                loss_fn: LossFn, inner_lr: InnerLR, num_inner_steps: int,
-               first_order: bool = False, trajectory: bool = False) -> Params | list[Params]:
+               first_order: bool = False, trajectory: bool = False,
+               grad_with: str = "func") -> Params | list[Params]:
     """Adapt ``params`` to one task's support set with ``num_inner_steps`` gradient steps.
 
     Each step is θ' = θ - α ∇L_support(θ), the gradient taken with ``torch.func.grad`` so
@@ -101,6 +102,11 @@ def inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_support: T
         first_order: drop second derivatives (first-order MAML).
         trajectory: return every intermediate θ (a list of ``num_inner_steps + 1`` dicts,
             starting with ``params``) instead of only the last.
+        grad_with: ``"func"`` takes the inner gradient with ``torch.func.grad``, which runs
+            under ``vmap`` and inside ``torch.no_grad()``; ``"autograd"`` with
+            ``torch.autograd.grad`` (``create_graph=not first_order``), the same numbers and
+            ~7% faster on a CPU, but only outside ``vmap`` with gradients enabled and
+            ``params`` requiring grad (``meta_loss``'s loop path uses it).
 
     Returns:
         The adapted parameters θ' (or the list of them along the way).
@@ -108,13 +114,24 @@ def inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_support: T
     if num_inner_steps < 0:
         raise ValueError(f"num_inner_steps must be >= 0, got {num_inner_steps}")
 
+    if grad_with not in ("func", "autograd"):
+        raise ValueError(f"grad_with must be 'func' or 'autograd', got {grad_with!r}")
+
     def support_loss(p: Params) -> Tensor:
         return loss_fn(functional_call(model, p, (x_support,)), y_support)
 
+    def autograd_grad(p: Params) -> Params:
+        values = torch.autograd.grad(support_loss(p), list(p.values()), create_graph=not first_order)
+        return dict(zip(p, values))
+
     path = [params]
     for step in range(num_inner_steps):
-        source = detach_params(params) if first_order else params
-        grads = grad(support_loss)(source)
+        if grad_with == "func":
+            source = detach_params(params) if first_order else params
+            grads = grad(support_loss)(source)
+        else:
+            source = {k: v.detach().requires_grad_() for k, v in params.items()} if first_order else params
+            grads = autograd_grad(source)
         # θ' = θ - α ∇L_support(θ)
         params = {name: p - _lr(inner_lr, step, name) * grads[name] for name, p in params.items()}
         path.append(params)
@@ -138,10 +155,11 @@ def adaptation_trajectory(model: nn.Module, params: Params, x_support: Tensor, y
 def default_vectorize(model: nn.Module, device: torch.device | str) -> bool:
     """Whether a meta-batch should run under ``vmap`` (True) or as a loop (False).
 
-    Measured on a 2-core CPU (benchmarks/meta_step.py): vmap is several times faster than
-    a loop for the sine MLP, whose cost is per-operation overhead, but about 2x slower and
-    8x larger in memory for ConvNet4, whose cost is arithmetic. On CUDA, where a loop pays
-    kernel-launch overhead per task, vmap batches the tasks into grouped kernels.
+    Measured (benchmarks/meta_step.py, tools/gpu/): on a 2-core CPU vmap is about 7x
+    faster than a loop for the sine MLP, whose cost is per-operation overhead, but slower
+    and far larger in memory for ConvNet4, whose cost is arithmetic. On an H200 the loop
+    pays kernel launches per task and vmap is 20x faster for paper-5w1s (26 ms vs 528 ms
+    per meta-iteration; 7.7 ms replayed as a CUDA graph).
     """
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     if not has_conv:
@@ -178,10 +196,15 @@ def meta_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfi
     if vectorize is None:
         vectorize = cfg.vectorize if cfg.vectorize is not None else default_vectorize(model, tasks.device)
 
+    # Outside vmap, torch.autograd.grad is the faster way to the inner gradient (same numbers).
+    grad_with = "autograd" if (not vectorize and torch.is_grad_enabled()
+                               and all(p.requires_grad for p in params.values())) else "func"
+
     def task_loss(p: Params, x_support: Tensor, y_support: Tensor, x_query: Tensor,
                   y_query: Tensor) -> tuple[Tensor, Tensor]:
         adapted = inner_loop(model, p, x_support, y_support, loss_fn=loss_fn, inner_lr=inner_lr,
-                             num_inner_steps=num_inner_steps, first_order=first_order)
+                             num_inner_steps=num_inner_steps, first_order=first_order,
+                             grad_with=grad_with)
         predictions = functional_call(model, adapted, (x_query,))
         return loss_fn(predictions, y_query), predictions
 

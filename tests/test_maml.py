@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import max_abs_diff
 from torch.func import functional_call, vmap
 
+from conftest import max_abs_diff
 from mamlcourse.config import OmniglotConfig, SineConfig
 from mamlcourse.data.sine import SineTasks
 from mamlcourse.maml import (
@@ -221,3 +221,24 @@ def test_negative_step_count_is_refused():
     with pytest.raises(ValueError, match="num_inner_steps"):
         inner_loop(model, get_params(model), tasks.x_support[0], tasks.y_support[0],
                    loss_fn=F.mse_loss, inner_lr=0.1, num_inner_steps=-1)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_autograd_and_func_inner_gradients_agree(float64, first_order):
+    """inner_loop's two ways to the inner gradient give the same adapted parameters and
+    the same meta-gradient (meta_loss's loop path uses torch.autograd.grad)."""
+    model, tasks = sine_setup()
+    model.double()
+    params = get_params(model)
+    kwargs = dict(loss_fn=F.mse_loss, inner_lr=0.05, num_inner_steps=3, first_order=first_order)
+    x, y = tasks.x_support[0], tasks.y_support[0]
+    via_func = inner_loop(model, params, x, y, grad_with="func", **kwargs)
+    via_autograd = inner_loop(model, params, x, y, grad_with="autograd", **kwargs)
+    assert max_abs_diff(via_func, via_autograd) < 1e-12
+    loss_func = F.mse_loss(functional_call(model, via_func, (tasks.x_query[0],)), tasks.y_query[0])
+    loss_autograd = F.mse_loss(functional_call(model, via_autograd, (tasks.x_query[0],)), tasks.y_query[0])
+    grads_func = torch.autograd.grad(loss_func, list(params.values()))
+    grads_autograd = torch.autograd.grad(loss_autograd, list(params.values()))
+    assert max_abs_diff(grads_func, grads_autograd) < 1e-12
+    with pytest.raises(ValueError, match="grad_with must be 'func' or 'autograd'"):
+        inner_loop(model, params, x, y, grad_with="jax", **kwargs)
