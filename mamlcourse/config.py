@@ -266,7 +266,7 @@ OMNIGLOT_PRESETS: dict[str, OmniglotConfig] = {
     # 15 minutes on a 2-core CPU: 8 tasks per batch, one query image per class.
     "quick-5w1s": OmniglotConfig(preset="quick-5w1s", n_way=5, k_shot=1, k_query=1,
                                  num_inner_steps=1, inner_lr=2.0, tasks_per_batch=8,
-                                 num_iterations=5000, eval_inner_steps=1, eval_max_steps=10,
+                                 num_iterations=6500, eval_inner_steps=1, eval_max_steps=10,
                                  checkpoint_every=250, log_every=25, validate_every=500),
     # A minute on a CPU: what the quick mode of the lessons trains.
     "quick": OmniglotConfig(preset="quick", n_way=5, k_shot=1, k_query=1, num_inner_steps=1,
