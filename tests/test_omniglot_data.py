@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import time
 import warnings
 import zipfile
@@ -20,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import omniglot_root
 from mamlcourse.config import omniglot_preset
 from mamlcourse.data import omniglot_images
 from mamlcourse.data.download import UnsafeArchive, safe_member_path
@@ -39,15 +39,8 @@ ARCHIVES = ("images_background", "images_evaluation", "images_background_small1"
 
 
 def data_root() -> Path:
-    """The folder holding the real archives; skip (or fail under MAMLCOURSE_REQUIRE_DATA=1) without it."""
-    root = Path(os.environ.get("MAMLCOURSE_DATA", ""))
-    missing = [f"{n}.zip" for n in ARCHIVES if not (root / f"{n}.zip").is_file()]
-    if os.environ.get("MAMLCOURSE_DATA") and not missing:
-        return root
-    reason = f"Omniglot archives {missing} not found in $MAMLCOURSE_DATA={str(root)!r}"
-    if os.environ.get("MAMLCOURSE_REQUIRE_DATA") == "1":
-        pytest.fail(reason + " (MAMLCOURSE_REQUIRE_DATA=1)")
-    pytest.skip(reason)
+    """The folder holding the real archives this file reads."""
+    return omniglot_root(ARCHIVES)
 
 
 @pytest.fixture(scope="session")

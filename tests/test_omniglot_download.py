@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import omniglot_root
 from mamlcourse.data.download import (
     CorruptArchive,
     OmniglotNotFound,
@@ -31,15 +32,8 @@ SERVED = ("all_runs", "images_background_small1")
 
 
 def data_root() -> Path:
-    """The folder holding the real archives; skip (or fail under MAMLCOURSE_REQUIRE_DATA=1) without it."""
-    root = Path(os.environ.get("MAMLCOURSE_DATA", ""))
-    missing = [f"{n}.zip" for n in SERVED if not (root / f"{n}.zip").is_file()]
-    if os.environ.get("MAMLCOURSE_DATA") and not missing:
-        return root
-    reason = f"Omniglot archives {missing} not found in $MAMLCOURSE_DATA={str(root)!r}"
-    if os.environ.get("MAMLCOURSE_REQUIRE_DATA") == "1":
-        pytest.fail(reason + " (MAMLCOURSE_REQUIRE_DATA=1)")
-    pytest.skip(reason)
+    """The folder holding the real archives this file reads."""
+    return omniglot_root(SERVED)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
