@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 import torch
-from conftest import max_abs_diff
 
+from conftest import max_abs_diff
 from mamlcourse.checkpoint import (
     CheckpointMismatch,
     checkpoint_path,
@@ -120,6 +120,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     assert history.step[-1] == 80
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the junk file below is a raw pickle
 def test_checkpoints_load_with_weights_only(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
