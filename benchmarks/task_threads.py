@@ -9,8 +9,8 @@
 backward (mamlcourse's CPU path for ConvNet4). ``threads``: one intra-op thread, the tasks
 split into two halves, each half adapted and back-propagated on its own Python thread (with
 its own copy of the module, because ``functional_call`` swaps a module's parameters while it
-runs), then the two gradient sums added. Run each path in its own process: in a process that
-switched between the two settings every iteration, the loop path measured 2.4x slower here.
+runs), then the two gradient sums added. Run each path in its own process for its speed;
+``--path both`` measures what running them in one process costs the loop path.
 Random 28x28 images of the preset's shapes; the median of ``--iterations`` after one warm-up.
 """
 
@@ -78,13 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="paper-5w1s", choices=["paper-5w1s", "paper-20w1s"])
-    parser.add_argument("--path", default="loop", choices=["loop", "threads"])
+    parser.add_argument("--path", default="loop", choices=["loop", "threads", "both"],
+                        help="both: the two paths in turn in one process, each worker thread "
+                             "set to one intra-op thread by its initializer, the main thread to 2")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--check", action="store_true", help="compare both paths' float64 gradients")
     args = parser.parse_args(argv)
     # Two CPU threads in all: 2 intra-op threads for the loop, 2 task threads x 1 for threads.
     torch.set_num_threads(1 if args.path == "threads" and not args.check else 2)
-    pool = ThreadPoolExecutor(2)
+    one_thread = (lambda: torch.set_num_threads(1)) if args.path == "both" else None
+    pool = ThreadPoolExecutor(2, initializer=one_thread)
     dtype = torch.float64 if args.check else torch.float32
     cfg, model, tasks = setup(args.config, dtype)
     copies = [copy.deepcopy(model) for _ in range(2)]
@@ -101,14 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: float64 meta-gradients, largest difference relative to the largest "
               f"entry: {diff / scale:.1e}")
         return 0
-    times = []
+    paths = ["loop", "threads"] if args.path == "both" else [args.path]
+    times = {path: [] for path in paths}
     for _ in range(args.iterations + 1):
-        model.zero_grad()
-        tic = time.perf_counter()
-        run[args.path]()
-        times.append(1000 * (time.perf_counter() - tic))
-    print(f"{args.config} {args.path}: {statistics.median(times[1:]):.0f} ms per meta-iteration "
-          f"(median of {args.iterations}, 2 CPU threads in all)")
+        for path in paths:
+            model.zero_grad()
+            tic = time.perf_counter()
+            run[path]()
+            times[path].append(1000 * (time.perf_counter() - tic))
+    for path in paths:
+        print(f"{args.config} {path}{' (in turn)' if args.path == 'both' else ''}: "
+              f"{statistics.median(times[path][1:]):.0f} ms per meta-iteration "
+              f"(median of {args.iterations}, 2 CPU threads in all)")
     return 0
 
 
