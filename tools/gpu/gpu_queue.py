@@ -56,7 +56,7 @@ def cmd_next(args: argparse.Namespace) -> int:
         root=args.root, code=CODE, queue=args.queue, device=device, data=args.data or default_data(args.root),
         budget_s=args.budget, out=args.out, reserve_s=args.reserve, concurrency=args.concurrency,
         max_concurrency=args.max_concurrency, max_chunk=args.max_chunk,
-        partial_eval_tasks=args.partial_eval_tasks,
+        partial_eval_tasks=args.partial_eval_tasks, checkpoint_s=args.checkpoint_seconds,
         min_chunk_s=args.min_chunk_seconds if args.min_chunk_seconds is not None
         else (20.0 if device.startswith("cuda") else 3.0),
         only=tuple(args.only.split(",")) if args.only else (), mps=not args.no_mps)
@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="test tasks scored after an unfinished chunk (default 100)")
     nxt.add_argument("--min-chunk-seconds", type=float, help="shortest chunk worth a process start "
                      "(default 20 on a GPU, 3 on a CPU)")
+    nxt.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                     help="training seconds between checkpoints: what a stop at the deadline can lose")
     nxt.add_argument("--no-mps", action="store_true", help="never start CUDA MPS")
 
     status = commands.add_parser("status", help="where each job stands and the device time it needs")

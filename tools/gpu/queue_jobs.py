@@ -25,9 +25,12 @@ PRIOR_MS = {"NVIDIA H200": {"paper-5w1s": 10.06, "paper-20w1s": 62.12, "paper-5w
 PRIOR_SOURCE = "docs/gpu/2026-11-27-h200 (one process, CUDA graph, TF32 off)"
 # Guesses until a window measures them: a process's start (imports, data, CUDA graph capture)
 # and an evaluation's seconds per test task (the 2026-11-27 run scored 600 5-way tasks and
-# Lake's runs in 15.7 s; 20-way tasks are larger).
+# Lake's runs in 15.7 s, 0.026 s a task; 20-way tasks are larger, hence twice that).
+# Chunks are planned at this many times the measured training ms/iteration: validation
+# (every 500 iterations in the paper presets) is not training time, and rates vary.
+SAFETY = 1.1
 GUESS_START_S = {"cuda": 30.0, "cpu": 20.0}
-GUESS_EVAL_S_PER_TASK = {"cuda": 0.1, "cpu": 0.5}
+GUESS_EVAL_S_PER_TASK = {"cuda": 0.05, "cpu": 0.5}
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class MeasureJob:
     under CUDA MPS when it starts); every measured iteration is real progress of those runs."""
 
     name: str = "measure"
-    seconds: float = 20.0
+    seconds: float = 15.0
     kind: str = "measure"
 
 
@@ -96,13 +99,16 @@ QUEUES: dict[str, list] = {
                                     "--device", "{device}", "--out", "results/beyond_maml_full_gpu.json",
                                     "--no-progress"), watch=("results",), estimate_s=540),
     ],
-    # Seconds on a CPU, for the tests: two small runs of the quick preset and one command.
+    # Seconds on a CPU, for the tests: small runs of the quick preset (one long enough to be
+    # stopped at a deadline) and one command.
     "tiny": [
         MeasureJob(seconds=2.0),
         TrainJob("tiny-a", "quick", "trained/tiny-a", target=24, eval_tasks=6,
                  options=("--tasks-per-batch", "2")),
         TrainJob("tiny-b", "quick", "trained/tiny-b", target=24, eval_tasks=6,
                  options=("--tasks-per-batch", "2", "--seed", "1")),
+        TrainJob("tiny-long", "quick", "trained/tiny-long", target=400, eval_tasks=6,
+                 options=("--tasks-per-batch", "2", "--seed", "2")),
         CommandJob("tiny-speed", ("{python}", "{code}/benchmarks/meta_step.py", "--config", "sine", "--device",
                                   "{device}", "--iterations", "3", "--warmup", "1", "--peers", ""),
                    estimate_s=30, needs_cuda=False),

@@ -61,6 +61,7 @@ class Settings:
     partial_eval_tasks: int = 100
     min_chunk_s: float = 20.0
     probe_iterations: int = 10
+    checkpoint_s: float = 30.0
     only: tuple[str, ...] = ()
     mps: bool = True
     poll_s: float = 0.5
@@ -175,7 +176,7 @@ class Window:
         argv = [sys.executable, "-m", "mamlcourse", "train", "omniglot", "--preset", job.preset,
                 "--out", job.folder, "--device", self.s.device, "--iterations", str(end),
                 "--tasks", str(min(self.s.partial_eval_tasks, job.eval_tasks)),
-                "--checkpoint-every", str(qj.checkpoint_every(ms)), "--no-progress", *job.options]
+                "--checkpoint-every", str(qj.checkpoint_every(ms, self.s.checkpoint_s)), "--no-progress", *job.options]
         if self.s.device.startswith("cuda"):
             argv.append("--cuda-graph")
         if self.time_limit_flag:  # a clean stop a little after the planned end, if the CLI has it
@@ -210,7 +211,7 @@ class Window:
                      f"~{partial:.0f} s, {self.time_left():.0f} s left): no chunk in this window")
             return None
         end = before.step + self.s.probe_iterations if ms is None else qj.plan_end(
-            before.step, job.target, ms, usable)
+            before.step, job.target, ms * qj.SAFETY, usable)
         end = min(end, job.target, before.step + self.s.max_chunk if self.s.max_chunk else job.target)
         if end <= before.step:
             return None
@@ -236,8 +237,10 @@ class Window:
         if steps > 0 and seconds > 0:
             chunk["ms_per_iteration"] = round(1000 * seconds / steps, 3)
             qj.record_rate(self.ledger, self.device_name, p.job.preset, p.level, 1000 * seconds / steps)
-        if rc == 0:
-            self.ledger["starts"][self.device_name] = round(max(1.0, wall - seconds - eval_s), 1)
+        if rc == 0:  # the shortest start seen: longer chunks add their validation time to the rest
+            start = max(1.0, wall - seconds - eval_s)
+            known = self.ledger["starts"].get(self.device_name)
+            self.ledger["starts"][self.device_name] = round(start if known is None else min(known, start), 1)
         elif p.stopped is None:
             tail = p.log.read_text().strip().splitlines()[-12:]
             chunk["error"] = "\n".join(tail)
@@ -296,7 +299,9 @@ class Window:
             self.ledger["measure"][self.device_name] = result
             return
         failed: set[str] = set()
-        alone, together = {}, {}
+        together: dict[str, float] = {}
+        previous = self.ledger["measure"].get(self.device_name, {})
+        alone = dict(previous.get("alone_ms", {})) if previous.get("incomplete") else {}  # a cut-short measure
 
         def collect(into: dict):
             def on_exit(p: Proc) -> None:
@@ -306,7 +311,7 @@ class Window:
                     into[p.job.name] = chunk["ms_per_iteration"]
             return on_exit
 
-        for j in open_jobs:  # one at a time
+        for j in [j for j in open_jobs if j.name not in alone]:  # one at a time
             proc = self.start_train(j, 1, seconds=job.seconds)
             if proc is not None:
                 self.wait([proc], collect(alone))
@@ -333,8 +338,12 @@ class Window:
         result["together_ms"] = together
         gain = all_at_once(together)
         result["gain"] = gain
+        if gain is None:  # cut short by the deadline, or a run failed: measured again next window
+            self.ledger["measure"][self.device_name] = result | {"incomplete": True}
+            self.note("measure: the runs at once did not all finish their chunk; measured again next window")
+            return
         best = {"concurrency": len(sharing) if gain and gain >= 1.1 else 1, "mps": False}
-        self.log(f"measure: {len(sharing)} runs at once make {gain or float('nan'):.2f}x the progress of one alone")
+        self.log(f"measure: {len(sharing)} runs at once make {gain:.2f}x the progress of one alone")
         if self.s.device.startswith("cuda") and self.s.mps:
             env = start_mps()
             if env is None:
@@ -362,6 +371,12 @@ class Window:
             self.log(f"{job.name}: {job.requires} is not in this tree yet, skipped")
             return
         last = self.ledger["commands"].get(job.name, {})
+        script = self.script_sha(job)
+        if last.get("last", {}).get("rc") not in (0, None) and last["last"].get("stopped") is None \
+                and last["last"].get("script_sha256") == script:
+            self.log(f"{job.name}: failed last time (exit {last['last']['rc']}, docs/gpu/{job.name}.log) and "
+                     "its script has not changed since: skipped")
+            return
         need = last.get("seconds", job.estimate_s)
         if self.time_left() < need:
             self.log(f"{job.name}: needs ~{need:.0f} s, {self.time_left():.0f} s left: next window")
@@ -379,7 +394,7 @@ class Window:
         outputs = [o for o in outputs if o not in ours and not o.endswith(".tmp")]
         rc = proc.popen.returncode
         entry = {"when": qj.now_iso(), "device": self.device_name, "rc": rc, "seconds": round(seconds, 1),
-                 "stopped": proc.stopped, "outputs": outputs + [str(log.relative_to(self.s.root))]}
+                 "stopped": proc.stopped, "script_sha256": script, "outputs": outputs + [str(log.relative_to(self.s.root))]}
         record = self.ledger["commands"].setdefault(job.name, {})
         record["last"] = entry
         if rc == 0:
@@ -390,6 +405,14 @@ class Window:
         self.log(f"{job.name}: exit {rc} after {seconds:.0f} s{', ' + proc.stopped if proc.stopped else ''}")
         self.save()
 
+    def script_sha(self, job: qj.CommandJob) -> str | None:
+        """SHA-256 of the script a command job runs: a failed job is retried once it changes."""
+        for token in job.argv[1:]:
+            path = Path(token.format(python="", device="", code=self.s.code))
+            if path.suffix == ".py" and path.is_file():
+                return queue_bundle.sha256(path)
+        return None
+
     # -- the window -------------------------------------------------------------------
     def command_done(self, job: qj.CommandJob) -> bool:
         return self.device_name in self.ledger["commands"].get(job.name, {}).get("passed", {})
@@ -398,7 +421,7 @@ class Window:
         self.log(f"window on {self.device_name}: budget {self.s.budget_s:.0f} s, "
                  f"{self.time_left():.0f} s until the deadline")
         jobs = [j for j in self.jobs if not self.s.only or j.name in self.s.only]
-        trains = [j for j in jobs if j.kind == "train"]
+        trains = [j for j in self.jobs if j.kind == "train"]  # measured even under --only measure
         i = 0
         try:
             while i < len(jobs) and self.time_left() > 0:
