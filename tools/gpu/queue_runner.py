@@ -10,6 +10,7 @@ processes (and CUDA MPS when it starts), as the measure job found best.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import queue_bundle
+import queue_card
 import queue_jobs as qj
 
 
@@ -84,6 +86,7 @@ class Window:
         self.ledger["windows"].append(self.record)
         self.mps_env: dict | None = None
         self.sharing = 1  # processes meant to share the device now
+        self.failed: set[str] = set()  # jobs that failed in this window: not retried in it
 
     # -- bookkeeping ------------------------------------------------------------------
     def _candidates(self) -> list[str]:
@@ -218,7 +221,7 @@ class Window:
         return self.launch(job, "train", self.train_argv(job, end, ms, usable), log, before=before,
                            planned_end=end)
 
-    def finished(self, p: Proc, failed: set[str]) -> None:
+    def finished(self, p: Proc) -> None:
         """Record what a training or evaluation process did, and learn its rates."""
         wall = time.monotonic() - p.started
         rc = p.popen.returncode
@@ -231,22 +234,28 @@ class Window:
         results = self.s.root / p.job.folder / "results.json"
         eval_s = 0.0
         if rc == 0 and results.is_file() and results.stat().st_mtime > time.time() - wall:
-            eval_s = float(__import__("json").loads(results.read_text()).get("eval_seconds", 0.0))
+            eval_s = float(json.loads(results.read_text()).get("eval_seconds", 0.0))
             tasks = after.results_tasks or 1
             evals[p.job.preset] = round(eval_s / tasks, 4)
         if steps > 0 and seconds > 0:
             chunk["ms_per_iteration"] = round(1000 * seconds / steps, 3)
             qj.record_rate(self.ledger, self.device_name, p.job.preset, p.level, 1000 * seconds / steps)
-        if rc == 0:  # the shortest start seen: longer chunks add their validation time to the rest
-            start = max(1.0, wall - seconds - eval_s)
-            known = self.ledger["starts"].get(self.device_name)
-            self.ledger["starts"][self.device_name] = round(start if known is None else min(known, start), 1)
+        if rc == 0:  # the median of the last five: a long chunk adds its validation time
+            samples = self.ledger.setdefault("start_samples", {}).setdefault(self.device_name, [])
+            samples[:] = (samples + [round(max(1.0, wall - seconds - eval_s), 1)])[-5:]
+            self.ledger["starts"][self.device_name] = sorted(samples)[len(samples) // 2]
         elif p.stopped is None:
             tail = p.log.read_text().strip().splitlines()[-12:]
             chunk["error"] = "\n".join(tail)
-            failed.add(p.job.name)
+            self.failed.add(p.job.name)
             self.note(f"{p.job.name}: {p.kind} failed (exit {rc}); not retried in this window:\n    "
                       + "\n    ".join(tail[-4:]))
+        if p.kind == "evaluate" or after.step >= p.job.target:
+            if qj.train_state(p.job, after) == "done":
+                card = queue_card.write_card(self.s.root, p.job.folder, qj.ledger_path(self.s.queue))
+                self.touched.add(str(card.relative_to(self.s.root)))
+                self.note(f"{p.job.name}: done: {100 * after.accuracy:.2f}% ± {100 * after.ci95:.2f} on "
+                          f"{after.results_tasks} test tasks at {after.step} iterations; {card.name} written")
         self.record["chunks"].append(chunk)
         rate = f", {chunk['ms_per_iteration']:.1f} ms/iteration" if "ms_per_iteration" in chunk else ""
         self.log(f"{p.job.name}: {p.kind} ended (exit {rc}{', ' + p.stopped if p.stopped else ''}) "
@@ -255,21 +264,20 @@ class Window:
 
     def run_trains(self, jobs: list[qj.TrainJob], concurrency: int) -> None:
         """Keep up to ``concurrency`` of ``jobs`` (first unfinished first) running until the deadline."""
-        failed: set[str] = set()
         exhausted: set[str] = set()
         running: list[Proc] = []
         self.sharing = concurrency
 
         def on_exit(p: Proc) -> None:
             nonlocal refill
-            self.finished(p, failed)
+            self.finished(p)
             refill = True
 
         refill = True
         while self.time_left() > 0:
             if refill:  # a slot is free: start the first unfinished jobs that are not running
                 refill = False
-                open_jobs = [j for j in jobs if j.name not in failed | exhausted
+                open_jobs = [j for j in jobs if j.name not in self.failed | exhausted
                              and qj.train_state(j, qj.read_progress(self.s.root, j)) != "done"]
                 level = max(1, min(concurrency, len(open_jobs)))
                 for job in open_jobs:
@@ -298,20 +306,19 @@ class Window:
             result.update(best={"concurrency": 1, "mps": False}, note="fewer than two runs left: nothing to share")
             self.ledger["measure"][self.device_name] = result
             return
-        failed: set[str] = set()
         together: dict[str, float] = {}
         previous = self.ledger["measure"].get(self.device_name, {})
         alone = dict(previous.get("alone_ms", {})) if previous.get("incomplete") else {}  # a cut-short measure
 
         def collect(into: dict):
             def on_exit(p: Proc) -> None:
-                self.finished(p, failed)
+                self.finished(p)
                 chunk = self.record["chunks"][-1]
                 if "ms_per_iteration" in chunk:
                     into[p.job.name] = chunk["ms_per_iteration"]
             return on_exit
 
-        for j in [j for j in open_jobs if j.name not in alone]:  # one at a time
+        for j in [j for j in open_jobs if j.name not in set(alone) | self.failed]:  # one at a time
             proc = self.start_train(j, 1, seconds=job.seconds)
             if proc is not None:
                 self.wait([proc], collect(alone))
