@@ -60,7 +60,11 @@ def test_export_in_layout_then_bring_back(tmp_path):
     base = queue_bundle.snapshot(gpu, ["docs/gpu/q.json", "trained/run/checkpoint.pt"])
     write(gpu / "docs/gpu/q.json", "new")
     write(gpu / "trained/run/checkpoint.pt", os.urandom(5000))
-    manifest = queue_bundle.export(gpu, ["docs/gpu/q.json", "trained/run/checkpoint.pt"], out, base)
+    write(gpu / "docs/gpu/same.json", "unchanged")
+    base |= queue_bundle.snapshot(gpu, ["docs/gpu/same.json"])
+    manifest = queue_bundle.export(gpu, ["docs/gpu/q.json", "trained/run/checkpoint.pt", "docs/gpu/same.json"],
+                                   out, base)
+    assert "docs/gpu/same.json" not in manifest["files"]  # unchanged: not sent
     assert manifest["layout"] == "files"
     assert (out / "trained/run/checkpoint.pt").read_bytes() == (gpu / "trained/run/checkpoint.pt").read_bytes()
     assert len(comes_back(out)) == 3  # two files and the manifest
@@ -160,7 +164,7 @@ def test_train_state_needs_the_final_evaluation():
 def test_table1_queue_is_in_the_issues_order():
     names = [j.name for j in qj.QUEUES["table1"]]
     assert names == ["check", "measure", "paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s",
-                     "speed", "lesson5-full"]
+                     "speed", "lesson5-full-omniglot", "lesson5-full-cost", "lesson5-full-sine"]
     five_one = qj.QUEUES["table1"][2]
     assert five_one.folder == "trained/omniglot-5w1s" and (ROOT / five_one.folder / "checkpoint.pt").is_file()
     assert qj.read_progress(ROOT, five_one).step == 36_000  # resumes the shipped run

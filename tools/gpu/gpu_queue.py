@@ -60,12 +60,16 @@ def cmd_next(args: argparse.Namespace) -> int:
         min_chunk_s=args.min_chunk_seconds if args.min_chunk_seconds is not None
         else (20.0 if device.startswith("cuda") else 3.0),
         only=tuple(args.only.split(",")) if args.only else (), mps=not args.no_mps)
+    if settings.data and not Path(settings.data).is_dir():
+        raise ValueError(f"--data {settings.data}: no such folder; on the GPU machine carry it along "
+                         "(device tool: carry=[\".gpu\"], with the zips in .gpu/data)")
     known = {j.name for j in qj.QUEUES[args.queue]}
     unknown = set(settings.only) - known
     if unknown:
         raise ValueError(f"--only: no job {sorted(unknown)} in queue {args.queue}; its jobs: {sorted(known)}")
-    Window(settings, started=STARTED).run()
-    print(status_text(args.root, args.queue, None, args.budget))
+    window = Window(settings, started=STARTED)
+    window.run()
+    print(status_text(args.root, args.queue, window.device_name, args.budget))
     return 0
 
 

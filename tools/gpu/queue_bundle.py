@@ -88,6 +88,9 @@ def _bins(root: Path, paths: list[str]) -> list[list[str]]:
 def export(root: Path, paths: list[str], out: Path, base: dict[str, str | None]) -> dict:
     """Put ``paths`` (relative to ``root``) under ``out`` for the trip back; returns the manifest.
 
+    Only files that changed since ``base`` (a ``snapshot`` of the tree the window started
+    from; paths missing from it count as changed) are sent.
+
     Called again in the same window (after each job), it replaces what it wrote before.
     ``base`` maps paths to their SHA-256 when the window started (see ``snapshot``).
     """
@@ -102,9 +105,12 @@ def export(root: Path, paths: list[str], out: Path, base: dict[str, str | None])
                 if folder == out or any(folder.iterdir()):
                     break
                 folder.rmdir()
-    paths = sorted({str(PurePosixPath(p)) for p in paths if (root / p).is_file()})
-    files = {p: {"sha256": sha256(root / p), "bytes": (root / p).stat().st_size, "base_sha256": base.get(p)}
-             for p in paths}
+    files = {}
+    for p in sorted({str(PurePosixPath(p)) for p in paths if (root / p).is_file()}):
+        digest = sha256(root / p)
+        if p not in base or base[p] != digest:  # unchanged files stay behind: fewer to send
+            files[p] = {"sha256": digest, "bytes": (root / p).stat().st_size, "base_sha256": base.get(p)}
+    paths = list(files)
     manifest: dict = {"files": files, "bundles": [], "layout": "files"}
     if fits_layout(root, paths):
         for p in paths:

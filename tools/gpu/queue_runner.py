@@ -384,7 +384,7 @@ class Window:
             self.log(f"{job.name}: failed last time (exit {last['last']['rc']}, docs/gpu/{job.name}.log) and "
                      "its script has not changed since: skipped")
             return
-        need = last.get("seconds", job.estimate_s)
+        need = max(last.get("seconds", job.estimate_s), 1.2 * last.get("ran_at_least_s", 0))
         if self.time_left() < need:
             self.log(f"{job.name}: needs ~{need:.0f} s, {self.time_left():.0f} s left: next window")
             return
@@ -404,6 +404,8 @@ class Window:
                  "stopped": proc.stopped, "script_sha256": script, "outputs": outputs + [str(log.relative_to(self.s.root))]}
         record = self.ledger["commands"].setdefault(job.name, {})
         record["last"] = entry
+        if proc.stopped:  # it needs more than it had: wait for a window with more
+            record["ran_at_least_s"] = round(seconds, 1)
         if rc == 0:
             record["seconds"] = round(seconds, 1)
             record.setdefault("passed", {})[self.device_name] = entry["when"]
