@@ -62,11 +62,12 @@ def test_export_in_layout_then_bring_back(tmp_path):
     write(gpu / "trained/run/checkpoint.pt", os.urandom(5000))
     write(gpu / "docs/gpu/same.json", "unchanged")
     base |= queue_bundle.snapshot(gpu, ["docs/gpu/same.json"])
-    manifest = queue_bundle.export(gpu, ["docs/gpu/q.json", "trained/run/checkpoint.pt", "docs/gpu/same.json"],
-                                   out, base)
+    wanted = ["docs/gpu/q.json", "trained/run/checkpoint.pt", "docs/gpu/same.json"]
+    manifest = queue_bundle.export(gpu, wanted, out, base)
     assert "docs/gpu/same.json" not in manifest["files"]  # unchanged: not sent
     assert manifest["layout"] == "files"
-    assert (out / "trained/run/checkpoint.pt").read_bytes() == (gpu / "trained/run/checkpoint.pt").read_bytes()
+    checkpoint = "trained/run/checkpoint.pt"
+    assert (out / checkpoint).read_bytes() == (gpu / checkpoint).read_bytes()
     assert len(comes_back(out)) == 3  # two files and the manifest
 
     copied = queue_bundle.bring_back(out, here)
@@ -78,7 +79,7 @@ def test_export_in_layout_then_bring_back(tmp_path):
 
 def test_export_packs_into_tar_when_the_layout_does_not_fit(tmp_path):
     gpu, here, out = tmp_path / "gpu", tmp_path / "here", tmp_path / "out"
-    paths = [f"trained/r{i}/checkpoint.pt" for i in range(5)] + [f"trained/r{i}/results.json" for i in range(5)]
+    paths = [f"trained/r{i}/{name}" for i in range(5) for name in ("checkpoint.pt", "results.json")]
     paths.append("docs/gpu/2026-12-03-h200/log.txt")  # three folders down: would not come back
     for p in paths:
         write(gpu / p, os.urandom(3000))
@@ -196,7 +197,8 @@ def test_bad_options_fail_with_one_line(tmp_path):
 # ---------------------------------------------------------------------------------------
 # Real windows on the CPU.
 
-def window(tmp_path: Path, here: Path, name: str, *options: str) -> tuple[Path, Path, subprocess.CompletedProcess]:
+def window(tmp_path: Path, here: Path, name: str, *options: str) -> tuple[Path, Path,
+                                                                          subprocess.CompletedProcess]:
     """Run ``next`` in a fresh copy of ``here`` (as the device tool does); returns (copy, $OUT, result)."""
     gpu, out = tmp_path / f"gpu-{name}", tmp_path / f"out-{name}"
     shutil.copytree(here, gpu)
