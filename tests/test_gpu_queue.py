@@ -89,7 +89,7 @@ def test_export_packs_into_tar_when_the_layout_does_not_fit(tmp_path):
     # a second export in the same window replaces the first, leaving nothing stale behind
     queue_bundle.export(gpu, paths[:2], out, {})
     assert sorted(str(p.relative_to(out)) for p in comes_back(out)) == [
-        "queue-manifest.json", "trained/r0/checkpoint.pt", "trained/r1/checkpoint.pt"]
+        "queue-manifest.json", "trained/r0/checkpoint.pt", "trained/r0/results.json"]
     queue_bundle.export(gpu, paths, out, {})
     assert sorted(queue_bundle.bring_back(out, here)) == sorted(paths)
     assert all((here / p).read_bytes() == (gpu / p).read_bytes() for p in paths)
