@@ -1,0 +1,301 @@
+"""tools/gpu/gpu_queue.py: the GPU queue, run here with --device cpu on its tiny queue.
+
+What a GPU window does, imitated: the queue runs in a copy of the working tree (the device
+tool's copy), writes what changed under an $OUT folder within the tool's limits, the files
+are brought back into the tree here, and the next window, from a fresh copy of that tree,
+continues where the first one stopped. The slow tests start real training processes of
+the course's CLI (a quick-preset ConvNet4 on real Omniglot, 2 tasks per batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools" / "gpu"))
+
+import queue_bundle  # noqa: E402
+import queue_card  # noqa: E402
+import queue_jobs as qj  # noqa: E402
+
+QUEUE = [sys.executable, str(ROOT / "tools" / "gpu" / "gpu_queue.py")]
+needs_omniglot = pytest.mark.skipif(not os.environ.get("MAMLCOURSE_DATA"),
+                                    reason="needs the Omniglot zips ($MAMLCOURSE_DATA)")
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def comes_back(out: Path) -> list[Path]:
+    """The files under ``out``, checked against the device tool's limits on what returns."""
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= queue_bundle.MAX_FILES, files
+    for p in files:
+        rel = p.relative_to(out)
+        assert len(rel.parts) - 1 <= queue_bundle.MAX_FOLDERS, rel
+        assert all(re.fullmatch(r"[A-Za-z0-9._-]+", part) for part in rel.parts), rel
+        assert p.stat().st_size <= queue_bundle.MAX_FILE_BYTES
+    return files
+
+
+# ---------------------------------------------------------------------------------------
+# Export and bring-back (no training).
+
+def test_export_in_layout_then_bring_back(tmp_path):
+    gpu, here, out = tmp_path / "gpu", tmp_path / "here", tmp_path / "out"
+    write(here / "docs/gpu/q.json", "old")
+    shutil.copytree(here, gpu)
+    base = queue_bundle.snapshot(gpu, ["docs/gpu/q.json", "trained/run/checkpoint.pt"])
+    write(gpu / "docs/gpu/q.json", "new")
+    write(gpu / "trained/run/checkpoint.pt", os.urandom(5000))
+    write(gpu / "docs/gpu/same.json", "unchanged")
+    base |= queue_bundle.snapshot(gpu, ["docs/gpu/same.json"])
+    wanted = ["docs/gpu/q.json", "trained/run/checkpoint.pt", "docs/gpu/same.json"]
+    manifest = queue_bundle.export(gpu, wanted, out, base)
+    assert "docs/gpu/same.json" not in manifest["files"]  # unchanged: not sent
+    assert manifest["layout"] == "files"
+    checkpoint = "trained/run/checkpoint.pt"
+    assert (out / checkpoint).read_bytes() == (gpu / checkpoint).read_bytes()
+    assert len(comes_back(out)) == 3  # two files and the manifest
+
+    copied = queue_bundle.bring_back(out, here)
+    assert copied == ["docs/gpu/q.json", "trained/run/checkpoint.pt"]
+    for p in copied:
+        assert (here / p).read_bytes() == (gpu / p).read_bytes()
+    assert queue_bundle.bring_back(out, here) == copied  # again: already there, nothing refused
+
+
+def test_export_packs_into_tar_when_the_layout_does_not_fit(tmp_path):
+    gpu, here, out = tmp_path / "gpu", tmp_path / "here", tmp_path / "out"
+    paths = [f"trained/r{i}/{name}" for i in range(5) for name in ("checkpoint.pt", "results.json")]
+    paths.append("docs/gpu/2026-12-03-h200/log.txt")  # three folders down: would not come back
+    for p in paths:
+        write(gpu / p, os.urandom(3000))
+    assert queue_bundle.export(gpu, paths, out, {})["layout"] == "tar"
+    files = comes_back(out)
+    assert {p.name for p in files} == {"queue-manifest.json", "queue-bundle-1.tar"}
+    # a second export in the same window replaces the first, leaving nothing stale behind
+    queue_bundle.export(gpu, paths[:2], out, {})
+    assert sorted(str(p.relative_to(out)) for p in comes_back(out)) == [
+        "queue-manifest.json", "trained/r0/checkpoint.pt", "trained/r0/results.json"]
+    queue_bundle.export(gpu, paths, out, {})
+    assert sorted(queue_bundle.bring_back(out, here)) == sorted(paths)
+    assert all((here / p).read_bytes() == (gpu / p).read_bytes() for p in paths)
+
+
+def test_bring_back_checks_everything_before_copying_anything(tmp_path):
+    gpu, here, out = tmp_path / "gpu", tmp_path / "here", tmp_path / "out"
+    for p in ("a/x.txt", "a/y.txt"):
+        write(gpu / p, p)
+    queue_bundle.export(gpu, ["a/x.txt", "a/y.txt"], out, {})
+    with pytest.raises(queue_bundle.BringBackError, match="no queue-manifest.json"):
+        queue_bundle.bring_back(tmp_path / "elsewhere", here)
+
+    write(out / "a/y.txt", "damaged")
+    with pytest.raises(queue_bundle.BringBackError, match="a/y.txt: checksum differs"):
+        queue_bundle.bring_back(out, here)
+    (out / "a/y.txt").unlink()
+    with pytest.raises(queue_bundle.BringBackError, match="a/y.txt: did not come back"):
+        queue_bundle.bring_back(out, here)
+    assert not (here / "a/x.txt").exists()  # all or nothing
+
+    write(out / "a/y.txt", "a/y.txt")
+    write(here / "a/x.txt", "edited here meanwhile")
+    with pytest.raises(queue_bundle.BringBackError, match="a/x.txt: changed in this working tree"):
+        queue_bundle.bring_back(out, here)
+    assert (here / "a/x.txt").read_text() == "edited here meanwhile"
+    queue_bundle.bring_back(out, here, force=True)
+    assert (here / "a/x.txt").read_text() == "a/x.txt"
+
+
+def test_export_refuses_what_cannot_come_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(queue_bundle, "BUNDLE_BYTES", 1000)
+    write(tmp_path / "big.bin", os.urandom(2000))
+    with pytest.raises(queue_bundle.BringBackError, match="big.bin is .* larger than"):
+        queue_bundle._bins(tmp_path, ["big.bin"])
+    for i in range(9):
+        write(tmp_path / f"f{i}/f.bin", os.urandom(900))
+    with pytest.raises(queue_bundle.BringBackError, match="fewer jobs at once"):
+        queue_bundle._bins(tmp_path, [f"f{i}/f.bin" for i in range(9)])
+
+
+# ---------------------------------------------------------------------------------------
+# Planning (no training).
+
+def test_chunk_planning():
+    assert qj.plan_end(36_000, 60_000, 10.0, 100.0) == 46_000
+    assert qj.plan_end(59_000, 60_000, 10.0, 100.0) == 60_000  # never past the target
+    assert qj.plan_end(100, 60_000, 10.0, 0.0) == 100           # no time: no chunk
+    assert qj.checkpoint_every(10.0) == 1000 and qj.checkpoint_every(227.0) == 132
+    assert qj.checkpoint_every(None) == 10
+
+
+def test_rates_say_whether_measured_or_projected():
+    ledger = qj.load_ledger(Path("/nonexistent"), "table1")
+    ms, source = qj.rate_ms(ledger, "NVIDIA H200", "paper-20w1s", 1)
+    assert ms == 62.12 and source.startswith("projected from docs/gpu/2026-11-27-h200")
+    assert qj.rate_ms(ledger, "NVIDIA H200", "paper-20w1s", 4)[0] == pytest.approx(4 * 62.12)
+    assert qj.rate_ms(ledger, "cpu", "paper-20w1s", 1) == (None, "unknown")
+    qj.record_rate(ledger, "NVIDIA H200", "paper-20w1s", 1, 50.0)
+    assert qj.rate_ms(ledger, "NVIDIA H200", "paper-20w1s", 1)[1].startswith("measured")
+    assert qj.rate_ms(ledger, "NVIDIA H200", "paper-20w1s", 2) == (100.0, "projected from 1 run(s) measured")
+
+
+def test_train_state_needs_the_final_evaluation():
+    job = qj.TrainJob("p", "paper-20w1s", "trained/x", target=100, eval_tasks=600, lake=True)
+    assert qj.train_state(job, qj.Progress(step=50)) == "train"
+    assert qj.train_state(job, qj.Progress(step=100, results_iterations=100, results_tasks=100)) == "evaluate"
+    assert qj.train_state(job, qj.Progress(step=100, results_iterations=100, results_tasks=600)) == "evaluate"
+    assert qj.train_state(job, qj.Progress(step=100, results_iterations=100, results_tasks=600,
+                                            results_lake=True)) == "done"
+
+
+def test_table1_queue_is_in_the_issues_order():
+    names = [j.name for j in qj.QUEUES["table1"]]
+    assert names == ["check", "measure", "paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s",
+                     "speed", "lesson5-full-omniglot", "lesson5-full-cost", "lesson5-full-sine"]
+    five_one = qj.QUEUES["table1"][2]
+    assert five_one.folder == "trained/omniglot-5w1s" and (ROOT / five_one.folder / "checkpoint.pt").is_file()
+    assert qj.read_progress(ROOT, five_one).step == 36_000  # resumes the shipped run
+    twenty_one = qj.QUEUES["table1"][3]
+    assert twenty_one.lake and twenty_one.folder == "trained/omniglot-20w1s"
+
+
+def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
+    folder = "trained/omniglot-5w1s"
+    shutil.copytree(ROOT / folder, tmp_path / folder)
+    hand_written = (ROOT / folder / "MODEL_CARD.md").read_text()
+    card = queue_card.write_card(tmp_path, folder).read_text()
+    assert "**98.51% ± 0.22** (95% CI) on 600 test tasks after 3 inner steps" in card
+    assert "paper (Table 1): 98.7% ± 0.4" in card and "36,000 iterations" in card
+    assert "5-way head widened to 20: error 27.2%" in card
+    assert card.count("## The card before the queue finished this run") == 1
+    assert hand_written.split("\n", 1)[1] in card  # kept whole, its title one level down
+    assert queue_card.write_card(tmp_path, folder).read_text() == card  # written again: the same
+
+
+def test_bad_options_fail_with_one_line(tmp_path):
+    done = subprocess.run(QUEUE + ["--root", str(tmp_path), "--queue", "tiny", "next", "--only", "nope",
+                                   "--device", "cpu"], capture_output=True, text=True)
+    assert done.returncode == 2 and "no job ['nope'] in queue tiny" in done.stderr
+    done = subprocess.run(QUEUE + ["bring-back", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2 and "no queue-manifest.json" in done.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# Real windows on the CPU.
+
+def window(tmp_path: Path, here: Path, name: str, *options: str) -> tuple[Path, Path,
+                                                                          subprocess.CompletedProcess]:
+    """Run ``next`` in a fresh copy of ``here`` (as the device tool does); returns (copy, $OUT, result)."""
+    gpu, out = tmp_path / f"gpu-{name}", tmp_path / f"out-{name}"
+    shutil.copytree(here, gpu)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(QUEUE + ["--root", str(gpu), "--queue", "tiny", "next", "--device", "cpu",
+                                   "--out", str(out), *options], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return gpu, out, done
+
+
+def state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+@needs_omniglot
+def test_windows_measure_chunk_bring_back_and_continue(tmp_path):
+    here = tmp_path / "here"
+    here.mkdir()
+    a, b = qj.QUEUES["tiny"][1], qj.QUEUES["tiny"][2]
+
+    # Window 1: only the measure job: each run alone, then both at once; all of it real progress.
+    gpu1, out1, _ = window(tmp_path, here, "1", "--only", "measure", "--budget", "400", "--max-chunk", "8",
+                             "--max-concurrency", "2")
+    comes_back(out1)
+    ledger = json.loads((gpu1 / qj.ledger_path("tiny")).read_text())
+    measured = ledger["measure"]["cpu"]
+    assert set(measured["alone_ms"]) == set(measured["together_ms"]) == {"tiny-a", "tiny-b"}
+    assert measured["gain"] > 0 and measured["best"]["concurrency"] in (1, 2)
+    shared = [c for c in ledger["windows"][0]["chunks"] if c["runs_sharing"] == 2]
+    assert {c["job"] for c in shared} == {"tiny-a", "tiny-b"}  # two processes at once
+    steps = {j.name: qj.read_progress(gpu1, j).step for j in (a, b)}
+    assert all(0 < s < 24 for s in steps.values()), steps  # chunked: not finished
+
+    # Bring back: the tree here now holds exactly what the window wrote.
+    copied = queue_bundle.bring_back(out1, here)
+    assert "trained/tiny-a/checkpoint.pt" in copied and "docs/gpu/tiny-queue.json" in copied
+    for p in copied:
+        assert (here / p).read_bytes() == (gpu1 / p).read_bytes()
+
+    # Window 2, from a fresh copy of the tree here: continues both runs to the end, scores them, runs
+    # the command job; the measure is not repeated.
+    gpu2, out2, done = window(tmp_path, here, "2", "--budget", "500", "--only", "tiny-a,tiny-b,tiny-speed")
+    comes_back(out2)
+    ledger = json.loads((gpu2 / qj.ledger_path("tiny")).read_text())
+    chunks = ledger["windows"][1]["chunks"]
+    firsts = {j: next(c for c in chunks if c["job"] == j) for j in ("tiny-a", "tiny-b")}
+    assert {j: c["from_step"] for j, c in firsts.items()} == steps  # resumed, not restarted
+    assert ledger["windows"][1]["chunks"][0]["kind"] == "train"
+    for job in (a, b):
+        p = qj.read_progress(gpu2, job)
+        assert qj.train_state(job, p) == "done", done.stdout
+        assert p.step == p.results_iterations == 24 and p.results_tasks == 6
+    assert "cpu" in ledger["commands"]["tiny-speed"]["passed"]
+    queue_bundle.bring_back(out2, here)
+    results = json.loads((here / a.folder / "results.json").read_text())
+    card = (here / a.folder / "MODEL_CARD.md").read_text()
+    assert f"**{100 * results['eval']['accuracy']:.2f}% ± {100 * results['eval']['ci95']:.2f}**" in card
+    status = subprocess.run(QUEUE + ["--root", str(here), "--queue", "tiny", "status"], capture_output=True,
+                            text=True, check=True).stdout
+    assert re.search(r"tiny-a\s+done\s+24/24", status) and "tiny-speed    passed on cpu" in status
+
+    # Chunked over two windows (resumed three times or more) = one uninterrupted run, bit for bit.
+    from mamlcourse.cli import run
+
+    torch.set_num_threads(1)
+    run(["train", "omniglot", "--preset", "quick", "--out", str(tmp_path / "reference"), "--device", "cpu",
+         "--iterations", "24", "--tasks-per-batch", "2", "--tasks", "6", "--no-progress"])
+    chunked, whole = state(here / a.folder / "checkpoint.pt"), state(tmp_path / "reference/checkpoint.pt")
+    assert chunked["step"] == whole["step"] == 24
+    for name, value in whole["model"].items():
+        assert torch.equal(chunked["model"][name], value), name
+
+
+@pytest.mark.slow
+@needs_omniglot
+def test_the_deadline_stops_a_run_and_keeps_its_last_checkpoint(tmp_path):
+    here = tmp_path / "here"
+    job = next(j for j in qj.QUEUES["tiny"] if j.name == "tiny-long")
+    # A ledger that believes the runs are ~100x faster than they are: the chunk is planned far
+    # past what fits, so only the hard guard at the deadline ends it.
+    ledger = qj.load_ledger(here, "tiny")
+    qj.record_rate(ledger, "cpu", "quick", 1, 4.0)
+    ledger["measure"]["cpu"] = {"best": {"concurrency": 1, "mps": False}}
+    ledger["starts"]["cpu"] = 1.0
+    qj.save_ledger(here, "tiny", ledger)
+
+    gpu1, out1, done = window(tmp_path, here, "1", "--only", "tiny-long", "--budget", "45", "--reserve", "5",
+                              "--checkpoint-seconds", "0.02", "--min-chunk-seconds", "1")
+    record = json.loads((gpu1 / qj.ledger_path("tiny")).read_text())["windows"][0]
+    chunk = record["chunks"][0]
+    assert chunk["stopped"] == "stopped at the window's deadline", done.stdout
+    assert chunk["planned_to"] == 400 and chunk["to_step"] < 400
+    assert chunk["to_step"] % 5 == 0  # a checkpoint every 5 iterations (0.02 s at the believed 4 ms)
+    assert record["wall_s"] < 45
+    assert "ms_per_iteration" not in chunk or chunk["ms_per_iteration"] > 4.0  # the ledger learnt the truth
+    # What the stop left is a whole checkpoint at a checkpoint step, from which the CLI resumes
+    # (its own tests kill -9 a run and resume it bit for bit).
+    assert qj.read_progress(gpu1, job).step == chunk["to_step"]
+    assert "trained/tiny-long/checkpoint.pt" in queue_bundle.bring_back(out1, here) or chunk["to_step"] == 0

@@ -1,0 +1,65 @@
+"""A finished run's model card, written from its ``results.json`` alone (every number read from it).
+
+A card that the queue did not write (the hand-written one of the 36,000-iteration
+paper-5w1s run) is kept below the new one, under its own heading: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MARK = "<!-- written by tools/gpu/queue_card.py from results.json -->"
+
+
+def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.json") -> str:
+    cfg, ev = results["config"], results["eval"]
+    steps = ", ".join(f"{100 * a:.2f}" for a in ev["accuracy_by_step"])
+    paper = results.get("paper")
+    paper_text = f"; paper (Table 1): {100 * paper['accuracy']:.1f}% ± {100 * paper['ci95']:.1f}" if paper else ""
+    lake_eval = " --lake-runs" if "lake_runs" in results else ""
+    rows = [
+        ("Trained by", "the GPU queue (`tools/gpu/README.md`): `python -m mamlcourse train omniglot --preset "
+         f"{results['preset']} --out {folder} --cuda-graph` in chunks resumed across GPU windows (each chunk "
+         f"in `{ledger}`), then `python -m mamlcourse eval omniglot --checkpoint "
+         f"{folder} --tasks {ev['num_tasks']}{lake_eval}`"),
+        ("Config", f"{cfg['n_way']}-way {cfg['k_shot']}-shot, ConvNet4 ({cfg['num_filters']} filters, batch norm "
+         f"on batch statistics), {cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
+         f"cross-entropy, {'first' if cfg['first_order'] else 'second'} order, Adam β = {cfg['outer_lr']}, "
+         f"{cfg['tasks_per_batch']} tasks per batch, {cfg['k_query']} query image(s) per class in training, "
+         f"seed {cfg['seed']}, split `{cfg['split']}`, rotations {cfg['rotations']}"),
+        ("Budget", f"{results['iterations']:,} iterations, {results['wall_seconds']:.0f} s of training on "
+         f"{results['device']} ({results['ms_per_iteration']:.1f} ms/iteration averaged over all chunks)"),
+        ("Test accuracy", f"**{100 * ev['accuracy']:.2f}% ± {100 * ev['ci95']:.2f}** (95% CI) on "
+         f"{ev['num_tasks']} test tasks after {ev['inner_steps']} inner steps, {ev['k_query']} query images "
+         f"per class{paper_text}. By steps 0..{len(ev['accuracy_by_step']) - 1}: {steps}"),
+    ]
+    if "lake_runs" in results:
+        lake = results["lake_runs"]
+        rows.append(("Lake's 20 one-shot runs", f"{lake['head']}: error {lake['error_percent']:.1f}% after "
+                     f"{lake['inner_steps']} steps (people {lake['human_error_percent']}%, "
+                     f"BPL {lake['bpl_error_percent']}%)"))
+    rows.append(("Transductive", "predictions use the statistics of the task's query batch (batch norm as "
+                 "in the original code)"))
+    lines = [MARK, f"# Model card: MAML ConvNet4, Omniglot {cfg['n_way']}-way {cfg['k_shot']}-shot", "",
+             "`checkpoint.pt` is a full training checkpoint (model, Adam state, step, RNG states, config, "
+             f"history), loadable with `mamlcourse.checkpoint.load_model(\"{folder}\")`. Every number "
+             "below is read from `results.json`.", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(root: Path, folder: str, ledger: str = "docs/gpu/table1-queue.json") -> Path:
+    """Write ``folder/MODEL_CARD.md`` from ``folder/results.json``, keeping a hand-written card below."""
+    results = json.loads((root / folder / "results.json").read_text())
+    path = root / folder / "MODEL_CARD.md"
+    card = model_card(results, folder, ledger)
+    if path.is_file():
+        old = path.read_text()
+        if not old.startswith(MARK):  # hand-written: kept, its title one level down
+            card += "\n## The card before the queue finished this run\n\n" + (
+                "### " + old[2:] if old.startswith("# ") else old)
+        elif "\n## The card before" in old:  # written by the queue before: keep what it kept
+            card += old[old.index("\n## The card before"):]
+    path.write_text(card)
+    return path

@@ -1,0 +1,240 @@
+"""The GPU queue's jobs in order, what each still needs, and the ledger of what was measured.
+
+A training job's progress lives in its run folder (``checkpoint.pt``: the step and the
+training seconds; ``results.json``: the last evaluation), so the files that are committed
+are the whole truth about it. A command job (a script run once) is done when the ledger
+records that it passed on this kind of device. The ledger (``docs/gpu/<queue>-queue.json``)
+also keeps every window's chunks and the ms/iteration observed for each preset at each
+number of runs sharing the device: what the next window sizes its chunks with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+# Measured 2026-11-27 on one NVIDIA H200, one process alone, the meta-iteration as a CUDA
+# graph, TF32 off, torch 2.11 (docs/gpu/2026-11-27-h200/tf32speed.txt, otherpresets.txt).
+# Used only until this queue has measured the same device itself.
+PRIOR_MS = {"NVIDIA H200": {"paper-5w1s": 10.06, "paper-20w1s": 62.12, "paper-5w5s": 30.36,
+                            "paper-20w5s": 227.45}}
+PRIOR_SOURCE = "docs/gpu/2026-11-27-h200 (one process, CUDA graph, TF32 off)"
+# Guesses until a window measures them: a process's start (imports, data, CUDA graph capture)
+# and an evaluation's seconds per test task (the 2026-11-27 run scored 600 5-way tasks and
+# Lake's runs in 15.7 s, 0.026 s a task; 20-way tasks are larger, hence twice that).
+# Chunks are planned at this many times the measured training ms/iteration: validation
+# (every 500 iterations in the paper presets) is not training time, and rates vary.
+SAFETY = 1.1
+GUESS_START_S = {"cuda": 30.0, "cpu": 20.0}
+GUESS_EVAL_S_PER_TASK = {"cuda": 0.05, "cpu": 0.5}
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Train ``preset`` into ``folder`` up to ``target`` iterations, then score ``eval_tasks``.
+
+    ``options`` are extra ``train`` options given identically to every chunk (settings
+    that a checkpoint refuses to change); ``lake`` adds Lake et al.'s 20 one-shot runs.
+    """
+
+    name: str
+    preset: str
+    folder: str
+    target: int = 60_000
+    eval_tasks: int = 600
+    lake: bool = False
+    options: tuple[str, ...] = ()
+    kind: str = "train"
+
+
+@dataclass(frozen=True)
+class CommandJob:
+    """Run ``argv`` once, alone on the device; done when it exits 0 on this device kind.
+
+    ``{python}`` and ``{device}`` in ``argv`` are filled in; new or changed files under
+    ``watch`` are its outputs; ``requires`` is a file that must exist for it to run.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    watch: tuple[str, ...] = ()
+    estimate_s: float = 60.0
+    needs_cuda: bool = True
+    requires: str | None = None
+    kind: str = "command"
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    """Measure ms/iteration of the unfinished training jobs alone and all at once (and
+    under CUDA MPS when it starts); every measured iteration is real progress of those runs."""
+
+    name: str = "measure"
+    seconds: float = 15.0
+    kind: str = "measure"
+
+
+def _paper(preset: str, *, lake: bool = False) -> TrainJob:
+    return TrainJob(preset, preset, f"trained/omniglot-{preset.removeprefix('paper-')}", lake=lake)
+
+
+QUEUES: dict[str, list] = {
+    # Issue 13's order: the CUDA check, the four runs of the paper's Table 1 (after measuring
+    # how many share the GPU best), the speed comparison, lesson 5 in full mode.
+    "table1": [
+        CommandJob("check", ("{python}", "{code}/tools/gpu/check.py"), watch=("docs/gpu",), estimate_s=480,
+                   requires="tools/gpu/check.py"),
+        MeasureJob(),
+        _paper("paper-5w1s", lake=True),
+        _paper("paper-20w1s", lake=True),
+        _paper("paper-5w5s"),
+        _paper("paper-20w5s"),
+        CommandJob("speed", ("{python}", "{code}/tools/gpu/speed.py", "--device", "{device}",
+                             "--out", "docs/gpu/speed.json"), watch=("docs/gpu",), estimate_s=300),
+        # Lesson 5 in full mode, timed: its three benchmarks one job each, so each fits a window.
+        *[CommandJob(f"lesson5-full-{part}", ("{python}", "{code}/benchmarks/compare_algorithms.py", "--mode",
+                                              "full", "--only", part, "--device", "{device}", "--out",
+                                              f"results/beyond_maml_full_gpu_{part}.json", "--no-progress"),
+                     watch=("results",), estimate_s=300) for part in ("omniglot", "cost", "sine")],
+    ],
+    # Seconds on a CPU, for the tests: small runs of the quick preset (one long enough to be
+    # stopped at a deadline) and one command.
+    "tiny": [
+        MeasureJob(seconds=2.0),
+        TrainJob("tiny-a", "quick", "trained/tiny-a", target=24, eval_tasks=6,
+                 options=("--tasks-per-batch", "2")),
+        TrainJob("tiny-b", "quick", "trained/tiny-b", target=24, eval_tasks=6,
+                 options=("--tasks-per-batch", "2", "--seed", "1")),
+        TrainJob("tiny-long", "quick", "trained/tiny-long", target=400, eval_tasks=6,
+                 options=("--tasks-per-batch", "2", "--seed", "2")),
+        CommandJob("tiny-speed", ("{python}", "{code}/benchmarks/meta_step.py", "--config", "sine", "--device",
+                                  "{device}", "--iterations", "3", "--warmup", "1", "--peers", ""),
+                   estimate_s=30, needs_cuda=False),
+    ],
+}
+
+
+def ledger_path(queue: str) -> str:
+    return f"docs/gpu/{queue}-queue.json"
+
+
+def log_path(queue: str) -> str:
+    return f"docs/gpu/{queue}-queue.log"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_ledger(root: Path, queue: str) -> dict:
+    path = root / ledger_path(queue)
+    ledger = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("rates", "starts", "evals", "measure", "commands"):
+        ledger.setdefault(key, {})
+    ledger.setdefault("queue", queue)
+    ledger.setdefault("windows", [])
+    return ledger
+
+
+def save_ledger(root: Path, queue: str, ledger: dict) -> None:
+    path = root / ledger_path(queue)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(ledger, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Where a training job stands, read from its run folder.
+
+@dataclass(frozen=True)
+class Progress:
+    step: int = 0                      # iterations in checkpoint.pt (0: no checkpoint)
+    train_seconds: float = 0.0         # training time so far, summed over chunks
+    results_iterations: int | None = None
+    results_tasks: int | None = None
+    results_lake: bool = False
+    accuracy: float | None = None
+    ci95: float | None = None
+
+
+def read_progress(root: Path, job: TrainJob) -> Progress:
+    import torch  # here, not at import: `status` and `bring-back` stay light
+
+    folder = root / job.folder
+    step, seconds = 0, 0.0
+    if (folder / "checkpoint.pt").is_file():
+        state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
+        step = int(state["step"])
+        seconds = float(state.get("history", {}).get("wall_seconds", 0.0))
+    results = {}
+    if (folder / "results.json").is_file():
+        results = json.loads((folder / "results.json").read_text())
+    ev = results.get("eval", {})
+    return Progress(step, seconds, results.get("iterations"), ev.get("num_tasks"),
+                    "lake_runs" in results, ev.get("accuracy"), ev.get("ci95"))
+
+
+def train_state(job: TrainJob, p: Progress) -> str:
+    """``train`` (iterations left), ``evaluate`` (trained, final scoring owed) or ``done``."""
+    if p.step < job.target:
+        return "train"
+    final = p.results_iterations == job.target and p.results_tasks == job.eval_tasks
+    return "done" if final and (p.results_lake or not job.lake) else "evaluate"
+
+
+# ---------------------------------------------------------------------------------------
+# Estimates: measured here when the ledger has them, else priors, labelled as such.
+
+def device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def rate_ms(ledger: dict, device_name: str, preset: str, level: int) -> tuple[float | None, str]:
+    """ms/iteration of ``preset`` with ``level`` runs sharing the device, and where it comes from.
+
+    Unmeasured levels are projected pessimistically from fewer runs (no gain from sharing).
+    """
+    known = ledger["rates"].get(device_name, {}).get(preset, {})
+    if str(level) in known:
+        return known[str(level)]["ms"], f"measured {known[str(level)]['when'][:10]}"
+    lower = [int(k) for k in known if int(k) < level]
+    if lower:
+        k = max(lower)
+        return known[str(k)]["ms"] * level / k, f"projected from {k} run(s) measured"
+    prior = PRIOR_MS.get(device_name, {}).get(preset)
+    if prior is not None:
+        return prior * level, f"projected from {PRIOR_SOURCE}"
+    return None, "unknown"
+
+
+def record_rate(ledger: dict, device_name: str, preset: str, level: int, ms: float) -> None:
+    ledger["rates"].setdefault(device_name, {}).setdefault(preset, {})[str(level)] = {
+        "ms": round(ms, 3), "when": now_iso()}
+
+
+def start_seconds(ledger: dict, device_name: str, device: str) -> float:
+    return ledger["starts"].get(device_name, GUESS_START_S[device_kind(device)])
+
+
+def eval_seconds(ledger: dict, device_name: str, device: str, preset: str, tasks: int) -> float:
+    per_task = ledger["evals"].get(device_name, {}).get(preset)
+    return 5.0 + tasks * (per_task if per_task is not None else GUESS_EVAL_S_PER_TASK[device_kind(device)])
+
+
+def plan_end(step: int, target: int, ms: float, usable_s: float) -> int:
+    """The step a chunk can reach in ``usable_s`` seconds of training (``step``: none)."""
+    if usable_s <= 0 or not math.isfinite(ms) or ms <= 0:
+        return step
+    return min(target, step + int(usable_s * 1000 / ms))
+
+
+def checkpoint_every(ms: float | None, seconds: float = 30.0, most: int = 1000) -> int:
+    """Iterations between checkpoints so that a killed chunk loses at most ~``seconds``."""
+    if ms is None:
+        return 10
+    return max(1, min(most, int(seconds * 1000 / ms)))
