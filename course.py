@@ -184,8 +184,13 @@ def test_plan(args: list[str]) -> list[str]:
 
 
 def lab_args(args: list[str]) -> list[str]:
-    """JupyterLab's arguments: the first lesson, the user's own, and --allow-root as root."""
-    args = [FIRST_LESSON, *args]
+    """JupyterLab's arguments: the first lesson, the user's own, and --allow-root as root.
+
+    The server's root is the repository (given a file, JupyterLab would serve only the file's
+    folder, and a lesson's links to ``../exercises/`` would lead nowhere).
+    """
+    own_root = any("root_dir" in a or "notebook-dir" in a or "notebook_dir" in a for a in args)
+    args = [FIRST_LESSON, *([] if own_root else [f"--ServerApp.root_dir={ROOT}"]), *args]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in args:
         say("running as root (usual in containers and cloud images): adding --allow-root, which "
             "JupyterLab asks for before it starts as root.")

@@ -75,7 +75,7 @@ def recorded(monkeypatch):
 def test_lab_as_root_adds_allow_root_and_says_so(monkeypatch, capsys):
     monkeypatch.setattr(course.os, "geteuid", lambda: 0, raising=False)
     args = course.lab_args(["--no-browser"])
-    assert args == [course.FIRST_LESSON, "--no-browser", "--allow-root"]
+    assert args == [course.FIRST_LESSON, f"--ServerApp.root_dir={ROOT}", "--no-browser", "--allow-root"]
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "running as root" in out and "--allow-root" in out
     assert course.lab_args(["--allow-root"]).count("--allow-root") == 1, "not added twice"
@@ -83,8 +83,10 @@ def test_lab_as_root_adds_allow_root_and_says_so(monkeypatch, capsys):
 
 def test_lab_as_a_user_passes_the_arguments_unchanged(monkeypatch, capsys):
     monkeypatch.setattr(course.os, "geteuid", lambda: 1000, raising=False)
-    assert course.lab_args(["--port", "8899"]) == [course.FIRST_LESSON, "--port", "8899"]
+    assert course.lab_args(["--port", "8899"]) == [course.FIRST_LESSON, f"--ServerApp.root_dir={ROOT}",
+                                                   "--port", "8899"]
     assert capsys.readouterr().out == ""
+    assert course.lab_args(["--ServerApp.root_dir=/srv"]) == [course.FIRST_LESSON, "--ServerApp.root_dir=/srv"]
 
 
 def test_the_probe_finds_a_reachable_index_and_names_what_is_wrong_with_others(local_index, closed_port,

@@ -192,7 +192,7 @@ def serve_lab_once(persona: Persona, step: Step, *, timeout: float, label: str) 
     """Start ``course.py lab``, wait until it serves the first lesson over HTTP, then stop it."""
     port, token = free_port(), os.urandom(12).hex()
     argv = ["python3", "course.py", "lab", "--no-browser", f"--port={port}", f"--IdentityProvider.token={token}"]
-    log_path = persona.folder / f"lab-{label}.log"
+    log_path = persona.folder / f"lab-{label.split()[0]}.log"
     persona.log(f"[{persona.name}] $ {shlex.join(argv[:5])} ...   (log: {log_path})")
     started = time.monotonic()
     with open(log_path, "w") as out:
@@ -208,6 +208,7 @@ def serve_lab_once(persona: Persona, step: Step, *, timeout: float, label: str) 
                 time.sleep(1.0)
             served_s = time.monotonic() - started
             page_status, page = fetch(f"http://127.0.0.1:{port}/lab/tree/{FIRST_LESSON}", token)
+            exercises_status, _ = fetch(f"http://127.0.0.1:{port}/api/contents/exercises", token)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)  # the group this script started, nothing else
@@ -226,9 +227,9 @@ def serve_lab_once(persona: Persona, step: Step, *, timeout: float, label: str) 
     cells = notebook.get("content", {}).get("cells", [])
     title = next((c["source"] for c in cells if c["cell_type"] == "markdown"), "").splitlines()[:1]
     step.ok = notebook.get("type") == "notebook" and bool(cells) and page_status == 200 \
-        and b"JupyterLab" in page
+        and b"JupyterLab" in page and exercises_status == 200
     step.notes.append(f"{label}: served {FIRST_LESSON} ({len(cells)} cells, {title[0] if title else '?'}) "
-                      f"and /lab/tree (HTTP {page_status}) after {served_s:.0f} s")
+                      f"and /lab/tree (HTTP {page_status}; exercises/ HTTP {exercises_status}) after {served_s:.0f} s")
     for line in output.splitlines():
         if line.startswith("course.py:"):
             step.notes.append(f"{label}: says: {line[len('course.py: '):][:160]}")
@@ -245,7 +246,7 @@ def step_lab(persona: Persona, timeout: float) -> Step:
         serve_lab_once(persona, second, timeout=timeout, label="second start")
         step.notes += [n for n in second.notes if not n.startswith("second start: says")]
         step.ok = second.ok
-        if "pip install" in (persona.folder / "lab-second start.log").read_text(errors="replace"):
+        if "pip install" in (persona.folder / "lab-second.log").read_text(errors="replace"):
             step.notes.append("second start: installed again (it should install nothing)")
             step.ok = False
     status = git_status(persona)
