@@ -45,7 +45,9 @@ FIRST_LESSON = "notebooks/01_few_shot_concepts.ipynb"
 SUITE = "unit tests (tests/), then the 5 lessons and 6 solution notebooks under nbval"
 SUITE_CPU_MINUTES = (5, 25)
 SUITE_CPU_MEASURED = "on 2-core AMD EPYC machines (pytest alone, about 490 tests; 5 min on one, 15-25 on others)"
-SETUP_MINUTES = (2, 5)  # a fresh .venv: torch's CPU build, JupyterLab, the test tools
+# A fresh .venv for `lab` (torch's CPU build, JupyterLab): 105-230 s measured by tools/newcomer.py
+# on a 2-core AMD EPYC with torch's wheel on local disk; the test tools add 24-74 s.
+SETUP_MINUTES = (2, 4)
 
 
 def venv_python() -> Path:
@@ -123,7 +125,8 @@ def setup(requirements: list[str], index_choice: str | None) -> Path:
     python = venv_python()
     if not python.exists():
         low, high = SETUP_MINUTES
-        say(f"first run: making .venv and installing the course ({low}-{high} min on a fast network).")
+        say(f"first run: making .venv and installing the course ({low}-{high} min measured on a 2-core "
+            "CPU, more while PyTorch downloads; later runs install nothing).")
         sh(sys.executable, "-m", "venv", VENV)
     if not has_torch(python):
         install_torch(python, index_choice)

@@ -28,7 +28,9 @@ contacted but the package indexes pip is configured with.
 torch already on this machine's disk instead of the newest (a multi-GB CUDA build here); it
 changes nothing in course.py or the requirements. ``--pin-torch none`` drops it.
 
-The summary at the end gives each step's time and result; ``--json FILE`` writes it too.
+The summary at the end gives each step's time and result (ok, FAIL, or FINDING: it ran and
+found something the course should fix, such as a changed tracked file); ``--json FILE`` writes
+it too. The exit status is 1 when a step failed, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Step:
     name: str
     seconds: float = 0.0
     ok: bool = False
+    finding: bool = False  # it ran, and found something to fix in the course (reported, not fatal)
     notes: list[str] = field(default_factory=list)
 
 
@@ -294,7 +297,7 @@ def step_eval(persona: Persona, tasks: int, timeout: float) -> Step:
         [str(python), "-m", "mamlcourse", "eval", "omniglot", "--checkpoint", SHIPPED_MODEL,
          "--tasks", str(tasks), "--no-progress"], cwd=persona.clone, timeout=timeout, log_name="eval")
     status = git_status(persona)
-    step.ok = code == 0 and not status
+    step.ok, step.finding = code == 0, bool(status)
     step.notes.append(f"exit {code}" + ("" if code == 0 else f": {out.strip()[-300:]}"))
     step.notes.append("git status clean after evaluating the shipped model" if not status else
                       f"finding: evaluating the shipped model changed tracked files: {status[:300]}")
@@ -400,7 +403,8 @@ def main() -> int:
               f"python3 = {shutil.which('python3', path=CLEAN_PATH)}")
         print(f"zips served by the local stand-in: {', '.join(zips) or 'none'} ({len(server.served)} requests)")
         for s in steps:
-            print(f"[{s.persona:4}] {s.name:5} {'ok  ' if s.ok else 'FAIL'} {s.seconds:7.0f} s")
+            verdict = "FAIL" if not s.ok else "FINDING" if s.finding else "ok"
+            print(f"[{s.persona:4}] {s.name:5} {verdict:7} {s.seconds:7.0f} s")
             for note in s.notes:
                 print(f"               {note}")
         if opts.json:
