@@ -369,6 +369,12 @@ def main() -> int:
     # The machine's own pip set-up (local wheel folders, certificates), as any user here has it.
     env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") or k.lower().endswith("_proxy")
                 and k.lower() != "no_proxy"})
+    if opts.torch_index == "local":
+        # PyTorch's real CPU index also serves torch's dependencies (filelock, sympy, ...); the
+        # loopback stand-in serves only torch's page, so pip may look for the rest on PyPI too.
+        configured = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.extra-index-url"],
+                                    capture_output=True, text=True).stdout.split()
+        env["PIP_EXTRA_INDEX_URL"] = " ".join(["https://pypi.org/simple", *configured])
     if opts.pin_torch != "none":
         constraints = work / "constraints.txt"
         constraints.write_text(f"torch=={opts.pin_torch}\n")
