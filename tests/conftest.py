@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import torch
+
+from mamlcourse.data.download import (
+    DATA_ENV,
+    URL_ENV,
+    OmniglotNotFound,
+    archive_url,
+    ensure_archives,
+    resolve_root,
+)
+
+REQUIRE_ENV = "MAMLCOURSE_REQUIRE_DATA"
+
+# Download failures seen this session: an offline machine tries once, not once per test.
+_failed_downloads: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -26,16 +41,46 @@ def max_abs_diff(a: dict[str, torch.Tensor] | list[torch.Tensor], b) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
 
-def omniglot_root(archives: tuple[str, ...]) -> Path:
-    """$MAMLCOURSE_DATA when it holds ``<name>.zip`` for every name in ``archives``.
-
-    Without them the test is skipped, or failed under MAMLCOURSE_REQUIRE_DATA=1 (as in CI).
-    """
-    root = Path(os.environ.get("MAMLCOURSE_DATA", ""))
-    missing = [f"{n}.zip" for n in archives if not (root / f"{n}.zip").is_file()]
-    if os.environ.get("MAMLCOURSE_DATA") and not missing:
-        return root
-    reason = f"Omniglot archives {missing} not found in $MAMLCOURSE_DATA={str(root)!r}"
-    if os.environ.get("MAMLCOURSE_REQUIRE_DATA") == "1":
-        pytest.fail(reason + " (MAMLCOURSE_REQUIRE_DATA=1)")
+def _unavailable(reason: str) -> NoReturn:
+    """Skip with ``reason`` (which says how to un-skip), or fail under MAMLCOURSE_REQUIRE_DATA=1 (CI)."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_ENV}=1: data tests must run here)")
     pytest.skip(reason)
+
+
+def omniglot_root(archives: tuple[str, ...]) -> Path:
+    """The folder holding ``<name>.zip`` for every name in ``archives``, found as the course finds it.
+
+    The folder is ``download.resolve_root()``'s: ``$MAMLCOURSE_DATA`` (which ``pytest --data DIR``
+    and ../conftest.py set), else the default folder the lessons download into. Missing archives
+    are downloaded into the default folder, never into a folder the user named, as the library
+    does. Without them the test is skipped with how to un-skip it, or failed under
+    MAMLCOURSE_REQUIRE_DATA=1 (as in CI).
+
+    Args:
+        archives: archive names without ``.zip`` (keys of ``download.ARCHIVES``).
+
+    Returns:
+        The data folder, every archive in it verified by its checksum.
+    """
+    folder, is_default = resolve_root()
+    missing = [n for n in archives if not (folder / f"{n}.zip").is_file()]
+    if not missing:
+        return folder
+    files = ", ".join(f"{n}.zip" for n in missing)
+    if not is_default:
+        _unavailable(f"Omniglot {files} not found in ${DATA_ENV}={folder}. To run these tests, put the "
+                     f"zips there (from {archive_url(missing[0]).rsplit('/', 1)[0]}/), point --data DIR "
+                     f"or ${DATA_ENV} at a folder holding them, or unset ${DATA_ENV} to let the tests "
+                     f"download them into the default folder")
+    key = str(folder)
+    if key not in _failed_downloads:
+        try:
+            ensure_archives(missing, progress=False)
+            return folder
+        except OmniglotNotFound as err:  # unreachable, an HTTP error, or the folder is not writable
+            _failed_downloads[key] = f"fetching {archive_url(missing[0])}: {err.__cause__ or err}"
+    _unavailable(f"Omniglot {files} could not be downloaded into the default folder {folder} "
+                 f"({_failed_downloads[key]}). To run these tests, run them again online (or with "
+                 f"${URL_ENV} naming a mirror), or point --data DIR or ${DATA_ENV} at a folder "
+                 f"holding the zips")

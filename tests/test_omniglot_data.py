@@ -1,7 +1,8 @@
 """Omniglot: counts, the faithful resize, splits, rotations, episodes, Lake's runs, the cache.
 
-The real archives are read from $MAMLCOURSE_DATA (conftest points it at ../shared). Without
-them these tests skip, unless MAMLCOURSE_REQUIRE_DATA=1 (CI), where they fail. The full
+The real archives are found as the course finds them (tests/conftest.py: $MAMLCOURSE_DATA, else
+the default folder, downloaded into when missing). Without them these tests skip saying how to
+un-skip, unless MAMLCOURSE_REQUIRE_DATA=1 (CI), where they fail. The full
 cache is built once per session into a temporary folder, never the user's cache.
 """
 

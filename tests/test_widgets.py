@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import omniglot_root
 from mamlcourse.config import omniglot_preset, sine_preset
 from mamlcourse.data.sine import sine
 from mamlcourse.evaluate import evaluate
@@ -329,8 +329,8 @@ def test_omniglot_layers_draw_what_a_full_redraw_draws(omni_explorer):
     assert_same_picture(layered, pixels(omni_explorer.full_figure_png()))
 
 
-@pytest.mark.skipif(not os.environ.get("MAMLCOURSE_DATA"), reason="set MAMLCOURSE_DATA to the Omniglot zips")
 def test_omniglot_explorer_on_real_test_episodes(omni_model):
+    omniglot_root(("images_background", "images_evaluation"))  # found or downloaded as the course does
     from mamlcourse.data.omniglot import OmniglotTasks
 
     cfg = dataclasses.replace(OMNI_CFG, eval_k_query=3)
@@ -399,8 +399,8 @@ def test_sine_inits_train_then_load_without_touching_the_global_rng(tmp_path):
         omniglot_model(trained_dir=tmp_path / "run")
 
 
-@pytest.mark.skipif(not os.environ.get("MAMLCOURSE_DATA"), reason="set MAMLCOURSE_DATA to the Omniglot zips")
 def test_omniglot_model_trains_a_stand_in_when_the_shipped_one_is_missing(tmp_path):
+    omniglot_root(("images_background", "images_evaluation"))
     cfg = dataclasses.replace(OMNI_CFG, num_iterations=2, checkpoint_every=1, log_every=1)
     first = omniglot_model(trained_dir=tmp_path / "absent", checkpoint_dir=tmp_path / "run", cfg=cfg,
                            progress=False)
