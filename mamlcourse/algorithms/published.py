@@ -36,6 +36,8 @@ class Paper:
     url: str
 
     def __str__(self) -> str:
+        if self.venue.startswith("arXiv"):
+            return f"{self.authors}, {self.year} ({self.venue})"
         return f"{self.authors}, {self.venue} {self.year}"
 
 
