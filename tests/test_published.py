@@ -46,3 +46,18 @@ def test_what_the_papers_say():
     assert published.SINE_5SHOT["maml"][1].section == "Appendix C.1"
     assert published.sine_reference("maml") == {1: 0.67, 5: 0.38, 10: 0.35}
     assert str(published.OMNIGLOT_MAML["20w1s"]) == "95.80 ± 0.30"
+
+
+def test_lessons_do_not_type_published_numbers():
+    """Lesson prose names a paper's table; the number itself is printed from published.py, so it cannot drift."""
+    import json
+    from pathlib import Path
+
+    forms = {form for entry in ENTRIES.values() for form in (f"{entry.accuracy:g}", f"{entry.accuracy:.2f}")}
+    pattern = re.compile(r"(?<![\d.])(" + "|".join(sorted(map(re.escape, forms), key=len, reverse=True)) + r")(?![\d])")
+    typed = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "markdown":
+                typed += [f"{path.name} cell {index}: {m.group(0)}" for m in pattern.finditer("".join(cell["source"]))]
+    assert not typed, f"published numbers typed in lesson prose (print them from published.py instead): {typed}"
