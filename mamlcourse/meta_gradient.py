@@ -144,29 +144,33 @@ def meta_gradient_by_hand(model: nn.Module, params: Params, task: Task, *,
 
 
 def meta_gradients(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfig, *,
-                   num_inner_steps: int | None = None) -> tuple[Tensor, Tensor]:
+                   num_inner_steps: int | None = None, vectorize: bool | None = None
+                   ) -> tuple[Tensor, Tensor, float]:
     """The meta-batch's second-order and first-order meta-gradients, as flat vectors.
 
     Both are gradients of ``cfg``'s mean query loss over ``tasks`` with respect to θ, after
-    ``num_inner_steps`` (default ``cfg.num_inner_steps``) inner steps of ``cfg.inner_lr``.
+    ``num_inner_steps`` (default ``cfg.num_inner_steps``) inner steps of ``cfg.inner_lr``;
+    ``vectorize`` as in ``maml.meta_loss``.
 
     Returns:
-        (second_order [P], first_order [P]), P = number of entries of params.
+        (second_order [P], first_order [P], meta_loss), P = number of entries of params; the
+        meta-loss (mean query loss after adaptation) is the same for both.
     """
     from .maml import meta_loss
 
     leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-    out = []
+    out, value = [], 0.0
     for first_order in (False, True):
         with torch.enable_grad():
             loss, _ = meta_loss(model, leaves, tasks, cfg, first_order=first_order,
-                                num_inner_steps=num_inner_steps)
+                                num_inner_steps=num_inner_steps, vectorize=vectorize)
             out.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(leaves.values()))]))
-    return out[0], out[1]
+        value = float(loss)
+    return out[0], out[1], value
 
 
 def second_order_share(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfig, *,
-                       num_inner_steps: int | None = None) -> dict[str, float]:
+                       num_inner_steps: int | None = None, vectorize: bool | None = None) -> dict[str, float]:
     """How much of the meta-gradient first-order MAML drops, on one meta-batch.
 
     With g₂ the second-order meta-gradient and g₁ the first-order one (both the batch mean),
@@ -175,10 +179,11 @@ def second_order_share(model: nn.Module, params: Params, tasks: TaskBatch, cfg: 
         cosine = <g₂, g₁> / (‖g₂‖ ‖g₁‖)
 
     Returns:
-        ``{"ratio", "cosine", "first_order_norm", "second_order_norm"}`` as floats.
+        ``{"ratio", "cosine", "first_order_norm", "second_order_norm", "meta_loss"}`` as floats.
     """
-    second, first = meta_gradients(model, params, tasks, cfg, num_inner_steps=num_inner_steps)
+    second, first, loss = meta_gradients(model, params, tasks, cfg, num_inner_steps=num_inner_steps,
+                                   vectorize=vectorize)
     return {"ratio": float((second - first).norm() / first.norm()),
             "cosine": float(torch.nn.functional.cosine_similarity(second, first, dim=0)),
-            "first_order_norm": float(first.norm()), "second_order_norm": float(second.norm())}
+            "first_order_norm": float(first.norm()), "second_order_norm": float(second.norm()), "meta_loss": loss}
 
