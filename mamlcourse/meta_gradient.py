@@ -165,7 +165,7 @@ def meta_gradients(model: nn.Module, params: Params, tasks: TaskBatch, cfg: Meta
             loss, _ = meta_loss(model, leaves, tasks, cfg, first_order=first_order,
                                 num_inner_steps=num_inner_steps, vectorize=vectorize)
             out.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(leaves.values()))]))
-        value = float(loss)
+        value = float(loss.detach())
     return out[0], out[1], value
 
 
