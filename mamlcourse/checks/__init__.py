@@ -34,6 +34,8 @@ with the line of your code it came from.
 | 7.3 the one-step meta-gradient by hand | ``check_one_step_meta_gradient`` |
 | 7.4 the k-step meta-gradient by hand | ``check_k_step_meta_gradient`` |
 | 7.5 timing: a warm-up, then the median | ``check_median_ms`` |
+| 8.1 a prototypical network's logits | ``check_protonet_logits`` |
+| 8.2 Meta-SGD's inner step | ``check_meta_sgd_inner_step`` |
 """
 
 from ._core import ExerciseCheckFailed, ExerciseNotDone
@@ -49,6 +51,7 @@ from .meta_gradient import (
     check_one_step_meta_gradient,
 )
 from .meta_update import check_meta_loss, check_meta_step
+from .protonet_metasgd import check_meta_sgd_inner_step, check_protonet_logits
 from .reptile_anil import check_anil_inner_loop, check_reptile_step
 
 __all__ = [
@@ -57,5 +60,5 @@ __all__ = [
     "check_first_order_meta_gradient", "check_confidence_interval", "check_evaluate_tasks",
     "check_reptile_step", "check_anil_inner_loop", "check_hvp_double_backward",
     "check_hvp_forward_over_reverse", "check_one_step_meta_gradient", "check_k_step_meta_gradient",
-    "check_median_ms",
+    "check_median_ms", "check_protonet_logits", "check_meta_sgd_inner_step",
 ]
