@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from mamlcourse.algorithms import compare
+from mamlcourse.algorithms import ALGORITHMS, compare, get_algorithm
 from mamlcourse.config import resolve_device, resolve_mode
 from mamlcourse.runs import write_json
 
@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     names = None if args.algorithms is None else [a.strip() for a in args.algorithms.split(",") if a.strip()]
     if names is not None:
-        from mamlcourse.algorithms import ALGORITHMS
         unknown = sorted(set(names) - set(ALGORITHMS))
         if unknown:
             parser.error(f"--algorithms: unknown {unknown}; choose from {list(ALGORITHMS)}")
@@ -88,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     for benchmark in (b for b in BENCHMARKS if b in only):
         start = time.perf_counter()
         if benchmark == "sine":
-            sine_names = compare.SINE_ALGORITHMS if names is None else [n for n in names if n in compare.SINE_ALGORITHMS]
+            sine_names = compare.SINE_ALGORITHMS if names is None else [
+                n for n in names if get_algorithm(n).supports(compare.sine_config(sizes))]
             results["sine"], _ = compare.run_sine(sizes, names=sine_names, device=device, progress=progress,
                                                   checkpoint_dir=args.checkpoints)
         elif benchmark == "omniglot":
