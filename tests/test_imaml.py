@@ -182,3 +182,16 @@ def test_imaml_memory_is_flat_in_the_number_of_inner_steps_where_maml_grows():
     imaml_growth = peak["imaml", 8] - peak["imaml", 1]
     assert maml_growth > 20, f"MAML's graph should grow with the inner steps: {peak}"
     assert imaml_growth < 0.25 * maml_growth, f"iMAML's memory should stay flat: {peak}"
+
+
+def test_the_cost_table_and_curves_show_imaml_beside_maml():
+    from mamlcourse.algorithms import compare
+
+    rows = [{"algorithm": a, "num_inner_steps": s, "ms_per_iteration": 1.0 + s, "peak_mb": 2.0 * s,
+             "memory_method": "test", "device": "cpu"} for a in ("maml", "fomaml", "imaml") for s in (1, 2)]
+    cost = {"sine_mlp": {"tasks_per_batch": 3, "rows": rows}}
+    table = compare.cost_table(cost)
+    assert "second order ms" in table and "first order ms" in table and "iMAML peak MB" in table
+    fig = compare.plot_cost(cost)
+    assert [len(ax.lines) for ax in fig.axes] == [3, 3]
+    assert compare.COST_ALGORITHMS[-1] is imaml.IMAML
