@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from mamlcourse.algorithms import compare
+from mamlcourse.algorithms import ALGORITHMS, compare, get_algorithm
 from mamlcourse.config import resolve_device, resolve_mode
 from mamlcourse.runs import write_json
 
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                              "else full with CUDA and quick without")
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--algorithms", default=None,
+                        help="comma-separated subset of the algorithms (default: all that apply)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
     parser.add_argument("--data", default=None, help="Omniglot folder (default $MAMLCOURSE_DATA)")
     parser.add_argument("--out", type=Path, default=None,
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    names = None if args.algorithms is None else [a.strip() for a in args.algorithms.split(",") if a.strip()]
+    if names is not None:
+        unknown = sorted(set(names) - set(ALGORITHMS))
+        if unknown:
+            parser.error(f"--algorithms: unknown {unknown}; choose from {list(ALGORITHMS)}")
     mode = resolve_mode(args.mode)
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
@@ -80,10 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     for benchmark in (b for b in BENCHMARKS if b in only):
         start = time.perf_counter()
         if benchmark == "sine":
-            results["sine"], _ = compare.run_sine(sizes, device=device, progress=progress,
+            sine_names = compare.SINE_ALGORITHMS if names is None else [
+                n for n in names if get_algorithm(n).supports(compare.sine_config(sizes))]
+            results["sine"], _ = compare.run_sine(sizes, names=sine_names, device=device, progress=progress,
                                                   checkpoint_dir=args.checkpoints)
         elif benchmark == "omniglot":
-            results["omniglot"], _ = compare.run_omniglot(sizes, device=device, data_root=args.data,
+            omniglot_names = compare.OMNIGLOT_ALGORITHMS if names is None else names
+            results["omniglot"], _ = compare.run_omniglot(sizes, names=omniglot_names, device=device, data_root=args.data,
                                                           progress=progress, checkpoint_dir=args.checkpoints)
         else:
             results["cost"] = compare.run_cost(sizes, device=device)

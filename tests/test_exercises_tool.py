@@ -26,7 +26,8 @@ from mamlcourse import checks  # noqa: E402
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 NAMES = [p.name for p in SOLUTIONS]
 EXPECTED = ["01_episodes.ipynb", "02_inner_loop.ipynb", "03_meta_update.ipynb",
-            "04_first_order.ipynb", "05_evaluation.ipynb", "06_reptile_anil.ipynb"]
+            "04_first_order.ipynb", "05_evaluation.ipynb", "06_reptile_anil.ipynb",
+            "07_meta_gradient.ipynb", "08_omniglot_protonet_metasgd.ipynb"]
 
 CODE = '''\
 def inner_step(params):
@@ -127,7 +128,7 @@ def test_committed_exercises_are_current():
     run = subprocess.run([sys.executable, "tools/make_exercises.py", "--check"], cwd=ROOT,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert "exercises/ is current (6 notebooks)" in run.stdout
+    assert "exercises/ is current (8 notebooks)" in run.stdout
 
 
 def test_check_fails_listing_stale_missing_and_orphaned_exercises(tmp_path):

@@ -9,6 +9,7 @@ name               what changes from MAML                          module
 ``reptile``        θ moves toward the task-trained weights φ      ``reptile``
 ``anil``           only the head adapts in the inner loop          ``anil``
 ``meta_sgd``       a learned step size per weight                  ``meta_sgd``
+``imaml``          proximal inner problem, implicit meta-gradient  ``imaml``
 ``maml_pp``        multi-step loss, learned per-step step sizes    ``maml_plus_plus``
 ``protonet``       no inner loop: nearest class-mean embedding     ``protonet``
 ``hypernet``       no inner loop: a network writes the weights     ``hypernet``
@@ -26,6 +27,7 @@ from __future__ import annotations
 from .anil import ANIL
 from .base import Algorithm, train_algorithm
 from .hypernet import HYPERNET
+from .imaml import IMAML
 from .maml_plus_plus import MAML_PLUS_PLUS
 from .maml_variants import FIRST_ORDER_MAML, MAML
 from .meta_sgd import META_SGD
@@ -33,7 +35,7 @@ from .protonet import PROTONET
 from .reptile import REPTILE
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
-    MAML, FIRST_ORDER_MAML, REPTILE, ANIL, META_SGD, MAML_PLUS_PLUS, PROTONET, HYPERNET)}
+    MAML, FIRST_ORDER_MAML, REPTILE, ANIL, META_SGD, IMAML, MAML_PLUS_PLUS, PROTONET, HYPERNET)}
 
 
 def get_algorithm(name: str) -> Algorithm:
@@ -48,4 +50,4 @@ def get_algorithm(name: str) -> Algorithm:
 
 
 __all__ = ["Algorithm", "ALGORITHMS", "get_algorithm", "train_algorithm", "MAML", "FIRST_ORDER_MAML",
-           "REPTILE", "ANIL", "META_SGD", "MAML_PLUS_PLUS", "PROTONET", "HYPERNET"]
+           "REPTILE", "ANIL", "META_SGD", "IMAML", "MAML_PLUS_PLUS", "PROTONET", "HYPERNET"]

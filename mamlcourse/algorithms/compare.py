@@ -7,7 +7,7 @@ Three benchmarks, each returning plain dicts (JSON-ready) that ``format_tables``
 * ``run_omniglot``: 5-way 1-shot Omniglot, accuracy ± 95% CI on fixed test tasks, ms per
   meta-iteration (from the training run itself) and peak memory (``cost.measure``);
 * ``run_cost``: time and memory per meta-iteration against the number of inner steps,
-  second vs first order, for the sine MLP and ConvNet4.
+  second order, first order and iMAML, for the sine MLP and ConvNet4.
 
 ``MODES`` holds the sizes; only sizes differ between quick and full, never the code or the
 per-algorithm settings (``SINE_SETTINGS``, ``OMNIGLOT_SETTINGS``).
@@ -46,6 +46,8 @@ from ..train import TrainingDiverged
 from . import get_algorithm
 from .base import train_algorithm
 from .cost import inner_step_costs, measure, synthetic_tasks
+from .imaml import IMAML
+from .maml_variants import FIRST_ORDER_MAML, MAML
 from .maml_plus_plus import multi_step_weights
 from .maml_variants import score_maml
 from .published import MINIIMAGENET_MAML, OMNIGLOT_5W1S
@@ -53,7 +55,7 @@ from .published import MINIIMAGENET_MAML, OMNIGLOT_5W1S
 # Colours: the course palette for MAML, first order, random init; Okabe-Ito for the rest.
 COLORS = {"maml": "#0072B2", "fomaml": "#56B4E9", "reptile": "#009E73", "anil": "#E69F00",
           "meta_sgd": "#D55E00", "maml_pp": "#000000", "protonet": "#CC79A7", "hypernet": "#8C6D31",
-          "random": "#999999"}
+          "imaml": "#7B3294", "random": "#999999"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ MODES: dict[str, Sizes] = {
 }
 
 SINE_ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "meta_sgd", "maml_pp", "hypernet")
+# iMAML is measured on request (``run_sine(names=...)``, ``compare_algorithms.py --algorithms``): its
+# conjugate-gradient solve makes a sine meta-iteration ~10x MAML's on a CPU, too slow for lesson 5's
+# quick mode. The cost sweep always includes it.
 OMNIGLOT_ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "meta_sgd", "maml_pp", "protonet")
 
 # Per-algorithm settings on top of the shared config (the same in both modes).
@@ -104,6 +109,8 @@ SINE_SETTINGS: dict[str, dict[str, Any]] = {
     "reptile": dict(num_inner_steps=5, inner_lr=0.02),   # Nichol et al.'s sine demo: k = 5, α = 0.02
     "anil": dict(inner_lr=0.1),                          # a linear head needs a larger step than 0.01
     "maml_pp": dict(num_inner_steps=5),                  # the multi-step loss needs several steps
+    # λ = 1/α = 100: five fixed-point steps φ ← θ − α∇L(φ) solve the proximal problem (imaml.py).
+    "imaml": dict(num_inner_steps=5),
 }
 OMNIGLOT_SETTINGS: dict[str, dict[str, Any]] = {
     # Nichol et al. take 5 inner steps on more examples than the test's (support + query here).
@@ -315,8 +322,11 @@ def run_omniglot(sizes: Sizes, *, names: Sequence[str] = OMNIGLOT_ALGORITHMS,
 # ---------------------------------------------------------------------------------------
 # The cost of second order
 
+COST_ALGORITHMS = (MAML, FIRST_ORDER_MAML, IMAML)
+
+
 def run_cost(sizes: Sizes, *, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Time and peak memory per meta-iteration for 1..N inner steps, second vs first order.
+    """Time and peak memory per meta-iteration for 1..N inner steps: second order, first order, iMAML.
 
     Measured on the sine MLP (``sizes.cost_sine_tasks`` tasks of K = 5) and on ConvNet4
     (``sizes.cost_omniglot_tasks`` 5-way 1-shot tasks, 1 query image per class). The MLP's
@@ -328,11 +338,11 @@ def run_cost(sizes: Sizes, *, device: torch.device | str = "cpu") -> dict[str, A
         "sine_mlp": {"tasks_per_batch": sizes.cost_sine_tasks,
                      "rows": inner_step_costs(sine_cfg, synthetic_tasks(sine_cfg, sizes.cost_sine_tasks),
                                               steps=sizes.cost_steps, repeats=5 * sizes.memory_repeats,
-                                              device=device)},
+                                              algorithms=COST_ALGORITHMS, device=device)},
         "convnet4": {"tasks_per_batch": sizes.cost_omniglot_tasks,
                      "rows": inner_step_costs(conv_cfg, synthetic_tasks(conv_cfg, sizes.cost_omniglot_tasks),
                                               steps=sizes.cost_steps, repeats=sizes.memory_repeats,
-                                              device=device)},
+                                              algorithms=COST_ALGORITHMS, device=device)},
     }
 
 
@@ -414,7 +424,7 @@ def omniglot_table(omniglot: dict[str, Any]) -> str:
 
 
 def cost_table(cost: dict[str, Any]) -> str:
-    """Text table: ms and peak MB per meta-iteration against inner steps, second vs first order."""
+    """Text table: ms and peak MB per meta-iteration against inner steps, per algorithm measured."""
     lines = []
     for model_name, block in cost.items():
         rows = block["rows"]
@@ -423,7 +433,7 @@ def cost_table(cost: dict[str, Any]) -> str:
                      f"(memory: {rows[0]['memory_method']})")
         head = f"{'inner steps':<26}" + "".join(f"{s:>8}" for s in steps)
         lines += [head, "-" * len(head)]
-        for algo, label in (("maml", "second order"), ("fomaml", "first order")):
+        for algo, label in _cost_lines(rows):
             by_step = {r["num_inner_steps"]: r for r in rows if r["algorithm"] == algo}
             lines.append(f"{label + ' ms':<26}" + "".join(f"{by_step[s]['ms_per_iteration']:>8.0f}"
                                                         for s in steps))
@@ -431,6 +441,15 @@ def cost_table(cost: dict[str, Any]) -> str:
                                                              for s in steps))
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+COST_LABELS = {"maml": "second order", "fomaml": "first order", "imaml": "iMAML"}
+
+
+def _cost_lines(rows: list[dict]) -> list[tuple[str, str]]:
+    """(algorithm, label) for each algorithm in ``rows``, in the order measured."""
+    names = list(dict.fromkeys(r["algorithm"] for r in rows))
+    return [(name, COST_LABELS.get(name, name)) for name in names]
 
 
 def first_order_table(sine: dict[str, Any], omniglot: dict[str, Any] | None = None) -> str:
@@ -555,12 +574,12 @@ COST_MODELS = {"sine_mlp": "sine MLP 40-40 (K = 5)", "convnet4": "ConvNet4 (5-wa
 
 
 def plot_cost(cost: dict[str, Any]) -> Figure:
-    """ms and peak MB per meta-iteration against inner steps: second order grows, first order barely."""
+    """ms and peak MB per meta-iteration against inner steps: second order grows, first order and iMAML barely."""
     fig = Figure(figsize=(10, 6.5), layout="constrained")
     axes = fig.subplots(2, len(cost), squeeze=False)
     for col, (model_name, block) in enumerate(cost.items()):
-        for algo, label, color in (("maml", "second order", COLORS["maml"]),
-                                   ("fomaml", "first order", COLORS["fomaml"])):
+        for algo, label in _cost_lines(block["rows"]):
+            color = COLORS.get(algo, "#444444")
             rows = [r for r in block["rows"] if r["algorithm"] == algo]
             steps = [r["num_inner_steps"] for r in rows]
             axes[0, col].plot(steps, [r["ms_per_iteration"] for r in rows], "-o", color=color, label=label)

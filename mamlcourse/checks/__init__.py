@@ -29,6 +29,13 @@ with the line of your code it came from.
 | 5.2 a score per test task | ``check_evaluate_tasks`` |
 | 6.1 Reptile's update | ``check_reptile_step`` |
 | 6.2 ANIL's inner loop | ``check_anil_inner_loop`` |
+| 7.1 a Hessian-vector product by double backward | ``check_hvp_double_backward`` |
+| 7.2 a Hessian-vector product by jvp over grad | ``check_hvp_forward_over_reverse`` |
+| 7.3 the one-step meta-gradient by hand | ``check_one_step_meta_gradient`` |
+| 7.4 the k-step meta-gradient by hand | ``check_k_step_meta_gradient`` |
+| 7.5 timing: a warm-up, then the median | ``check_median_ms`` |
+| 8.1 a prototypical network's logits | ``check_protonet_logits`` |
+| 8.2 Meta-SGD's inner step | ``check_meta_sgd_inner_step`` |
 """
 
 from ._core import ExerciseCheckFailed, ExerciseNotDone
@@ -36,12 +43,22 @@ from .episodes import check_sample_episode
 from .evaluation import check_confidence_interval, check_evaluate_tasks
 from .first_order import check_first_order_meta_gradient, check_first_order_step
 from .inner_loop import check_adapt, check_inner_step
+from .meta_gradient import (
+    check_hvp_double_backward,
+    check_hvp_forward_over_reverse,
+    check_k_step_meta_gradient,
+    check_median_ms,
+    check_one_step_meta_gradient,
+)
 from .meta_update import check_meta_loss, check_meta_step
+from .protonet_metasgd import check_meta_sgd_inner_step, check_protonet_logits
 from .reptile_anil import check_anil_inner_loop, check_reptile_step
 
 __all__ = [
     "ExerciseCheckFailed", "ExerciseNotDone", "check_sample_episode", "check_inner_step",
     "check_adapt", "check_meta_loss", "check_meta_step", "check_first_order_step",
     "check_first_order_meta_gradient", "check_confidence_interval", "check_evaluate_tasks",
-    "check_reptile_step", "check_anil_inner_loop",
+    "check_reptile_step", "check_anil_inner_loop", "check_hvp_double_backward",
+    "check_hvp_forward_over_reverse", "check_one_step_meta_gradient", "check_k_step_meta_gradient",
+    "check_median_ms", "check_protonet_logits", "check_meta_sgd_inner_step",
 ]
