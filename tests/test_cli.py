@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-m", "mamlcourse", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=env)
 

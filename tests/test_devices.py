@@ -54,7 +54,8 @@ def cpu_tasks(cfg) -> TaskBatch:
         return SineTasks.from_config(cfg).sample(3, seeded_generator(0))
     g = seeded_generator(0)
     return TaskBatch(torch.randn(3, 3, 1, 16, 16, generator=g), torch.arange(3).repeat(3, 1),
-                     torch.randn(3, 6, 1, 16, 16, generator=g), torch.arange(3).repeat_interleave(2).repeat(3, 1))
+                     torch.randn(3, 6, 1, 16, 16, generator=g),
+                     torch.arange(3).repeat_interleave(2).repeat(3, 1))
 
 
 def test_the_imitation_refuses_mixed_devices_as_cuda_does():

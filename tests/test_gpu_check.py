@@ -56,7 +56,8 @@ def test_a_failing_part_is_reported_and_the_rest_goes_on(tmp_path):
 def test_compare_is_exact_on_the_cpu_and_names_the_difference(tmp_path):
     from mamlcourse.checkpoint import checkpoint_path, save_checkpoint
     for name, value in (("a", 1.0), ("b", 1.0), ("c", 1.0 + 1e-6)):
-        save_checkpoint(checkpoint_path(tmp_path / name), {"step": 5, "model": {"w": torch.full((2,), value)}})
+        save_checkpoint(checkpoint_path(tmp_path / name),
+                        {"step": 5, "model": {"w": torch.full((2,), value)}})
     assert check.compare(tmp_path / "a", tmp_path / "b", exact=True).endswith("(bit-exact)")
     with pytest.raises(AssertionError, match="parameters differ by"):
         check.compare(tmp_path / "a", tmp_path / "c", exact=True)

@@ -155,7 +155,8 @@ def test_an_unwritable_folder_fails_before_the_first_iteration(tmp_path, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("mamlcourse.checkpoint.torch.save", disk_full)
-    with pytest.raises(RunFolderError, match=r"cannot write a checkpoint to .*run \(No space left on device\)"):
+    with pytest.raises(RunFolderError,
+                       match=r"cannot write a checkpoint to .*run \(No space left on device\)"):
         meta_train(fresh_model(), sampler, CFG, checkpoint_dir=tmp_path / "run", progress=False)
     assert sampler.calls == 0
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]

@@ -43,8 +43,10 @@ LESSONS = ["02_sine_wave_experiment", "03_omniglot_maml", "04_adaptation_explore
 # Lessons 4 and 5 train at full size (minutes to hours) and run in quick mode, on the GPU.
 FULL_MODE = {"02_sine_wave_experiment", "03_omniglot_maml"}
 UNIT_TESTS = ["tests/test_training_state.py", "tests/test_devices.py", "tests/test_train.py",
-              "tests/test_maml.py", "tests/test_cli.py"]
-QUICK_UNIT_TESTS = ["tests/test_training_state.py", "tests/test_devices.py::test_the_imitation_refuses_mixed_devices_as_cuda_does"]
+              "tests/test_maml.py", "tests/test_cli.py::test_a_killed_cli_run_resumes_to_the_same_parameters",
+              "tests/test_cli.py::test_a_run_stopped_by_its_time_limit_continues_to_the_same_parameters"]
+QUICK_UNIT_TESTS = ["tests/test_training_state.py",
+                    "tests/test_devices.py::test_the_imitation_refuses_mixed_devices_as_cuda_does"]
 SHIPPED = "trained/omniglot-5w1s"
 SHIPPED_ACCURACY, SHIPPED_CI95 = 0.9851, 0.0022  # MODEL_CARD.md, from its results.json
 
@@ -132,8 +134,6 @@ def lesson(check: Check, name: str, mode: str, timeout: float) -> str:
 
 
 def params_of(run: Path):
-    import torch
-
     from mamlcourse.checkpoint import checkpoint_path, load_checkpoint
     state = load_checkpoint(checkpoint_path(run))
     return state["step"], {k: v.float() for k, v in state["model"].items() if v.is_floating_point()}
@@ -175,9 +175,10 @@ def cli_parts(check: Check, quick: bool) -> None:
         return f"{iters} iterations; {out[-1]}"
 
     def train_omniglot() -> str:
-        out = check.cli(*omniglot_args(straight, iterations, every, gpu, eval_tasks)).stdout.strip().splitlines()
+        check.cli(*omniglot_args(straight, iterations, every, gpu, eval_tasks))
         accuracy = json.loads((straight / "results.json").read_text())["eval"]["accuracy"]
-        return f"{iterations} iterations{graph_note}, test accuracy {100 * accuracy:.1f}% on {eval_tasks} tasks"
+        return (f"{iterations} iterations{graph_note}, test accuracy {100 * accuracy:.1f}% "
+                f"on {eval_tasks} tasks")
 
     def kill_and_resume() -> str:
         out = work / "killed"
@@ -237,12 +238,14 @@ def cli_parts(check: Check, quick: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="device under test (default cuda)")
     parser.add_argument("--quick", action="store_true",
                         help="a subset at small sizes (unit subset, no lessons, short CLI runs)")
     parser.add_argument("--parts", default="unit,lessons,cli", help="comma-separated: unit, lessons, cli")
     parser.add_argument("--log", type=Path, help="log folder (default docs/gpu/<date>-check)")
+    parser.add_argument("--data", type=Path, help="Omniglot's zips (default: $MAMLCOURSE_DATA)")
     parser.add_argument("--budget", type=float, default=480,
                         help="seconds for everything (default 480: an 8-minute GPU window)")
     args = parser.parse_args(argv)
@@ -259,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(exist_ok=True)
     (log_dir / ".gitignore").write_text("work/\n")
     check = Check(args.device, log_dir, work, args.budget)
+    if args.data:
+        check.env["MAMLCOURSE_DATA"] = str(args.data.resolve())
     sys.path.insert(0, str(ROOT))
     print(f"checking the course on {args.device}{' (quick)' if args.quick else ''}; log in {log_dir}",
           flush=True)
