@@ -22,7 +22,7 @@ def run_check(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
-@pytest.mark.slow  # six short trainings and evaluations: a few minutes on a 2-core CPU
+@pytest.mark.slow  # six short CLI runs: 22 min on a 2-core AMD EPYC shared with other work
 def test_the_cli_parts_pass_on_the_cpu_with_one_line_each(tmp_path):
     omniglot = Path(os.environ.get("MAMLCOURSE_DATA", ""))
     if not (omniglot / "images_evaluation.zip").is_file():
