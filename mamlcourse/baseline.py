@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .config import SineConfig
 from .evaluate import adaptation_curve
-from .maml import Params, functional_forward, get_params, loss_function
+from .maml import Params, functional_forward, get_params, loss_function, place_tasks
 from .tasks import VALIDATION_SEED, TaskBatch, TaskSampler, fixed_tasks
 from .train import History, meta_train
 
@@ -31,6 +31,7 @@ from .train import History, meta_train
 def joint_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: SineConfig
                ) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss on every point of every task at θ, no adaptation: plain multi-task regression."""
+    tasks = place_tasks(tasks, params)
     x = torch.cat([tasks.x_support, tasks.x_query], 1).flatten(0, 1)
     y = torch.cat([tasks.y_support, tasks.y_query], 1).flatten(0, 1)
     loss = loss_function(cfg.loss)(functional_forward(model, params, x), y)
@@ -38,13 +39,16 @@ def joint_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: SineConf
 
 
 def pretrain(model: nn.Module, sampler: TaskSampler, cfg: SineConfig, *,
-             checkpoint_dir: str | os.PathLike | None = None, progress: bool = True) -> History:
+             checkpoint_dir: str | os.PathLike | None = None, progress: bool = True,
+             deadline: float | None = None) -> History:
     """Train the baseline with the same budget as MAML (iterations, tasks per batch, Adam β).
 
-    Checkpoints go to ``checkpoint_dir/baseline.pt`` and resume like ``meta_train``'s.
+    Checkpoints go to ``checkpoint_dir/baseline.pt`` and resume like ``meta_train``'s
+    (``deadline`` too).
     """
     return meta_train(model, sampler, cfg, checkpoint_dir=checkpoint_dir, progress=progress,
-                      objective=joint_loss, checkpoint_name="baseline", desc="pretrain")
+                      objective=joint_loss, checkpoint_name="baseline", desc="pretrain",
+                      deadline=deadline)
 
 
 def choose_finetune_lr(model: nn.Module, sampler: TaskSampler, cfg: SineConfig, *,

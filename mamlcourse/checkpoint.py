@@ -2,13 +2,16 @@
 
 A checkpoint holds plain types and tensors only (model and optimizer state, step, RNG
 states, the config as a dict, the history), so it loads without unpickling code. It is
-written to a temporary file in the same folder and moved into place, so a run killed
-while saving leaves the previous checkpoint whole.
+written to a temporary file of its own (a unique name in the same folder) and moved into
+place, so a run killed while saving leaves the previous checkpoint whole, and a failed
+write (a full disk) removes its temporary file. ``training_state.TrainingState`` is what
+writes and reads a run's checkpoints; this module is the file format.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +39,22 @@ def checkpoint_path(directory: str | os.PathLike, name: str = "checkpoint") -> P
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (unique temporary file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT_VERSION, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file, not mkstemp's owner-only mode
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -99,7 +109,7 @@ def load_model(path: str | os.PathLike, name: str = "checkpoint",
 
     path = Path(path)
     file = path if path.suffix == ".pt" else checkpoint_path(path, name)
-    state = load_checkpoint(file, map_location=device)
+    state = load_checkpoint(file)  # on the CPU; the model is then placed on ``device``
     cfg = config_from_dict(state["config"])
     model = build_model(cfg).to(device)
     model.load_state_dict(state["model"])

@@ -5,21 +5,26 @@
     python -m mamlcourse train omniglot --preset paper-5w1s --out runs/omniglot-5w1s
     python -m mamlcourse eval omniglot --checkpoint runs/omniglot-5w1s --lake-runs
 
-Training into a folder that holds a checkpoint resumes it. Both commands print a results
-table and write ``results.json`` into the run folder. Bad settings stop the command
-with one line naming the option and what it accepts, never a traceback.
+Training into a folder that holds a checkpoint resumes it; ``--time-limit`` stops a run
+cleanly (saved, exit 0) and the same command continues it. ``train`` writes
+``results.json`` into its run folder; ``eval`` never touches the folder it scores and
+writes to ``--out`` (default ``runs/eval/<run folder name>``). Bad settings and failures
+stop the command with one line naming the problem and the fix, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
+from pathlib import Path
 
 import torch
 
 from .checkpoint import CheckpointMismatch
 from .config import get_preset, replace, resolve_device
-from .train import TrainingDiverged
+from .train import StoppedAtTimeLimit, TrainingDiverged
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -60,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on a GPU, allow TF32 arithmetic: faster, less exact meta-gradients")
     train.add_argument("--data", help="omniglot: folder holding images_background.zip and "
                        "images_evaluation.zip (default: $MAMLCOURSE_DATA, else a download folder)")
+    train.add_argument("--time-limit", type=float, metavar="SECONDS",
+                       help="stop after this many seconds, saved: the same command continues")
     _add_common(train)
 
     evaluate = commands.add_parser("eval", help="score a trained run folder")
@@ -71,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--lake-runs", action="store_true",
                           help="omniglot: also score Lake et al.'s 20 official one-shot runs")
     evaluate.add_argument("--data", help="omniglot: folder holding the zips (see train --data)")
+    evaluate.add_argument("--out", help="folder for results.json (default: runs/eval/<checkpoint "
+                          "folder name>); the checkpoint's folder is left as it is")
     _add_common(evaluate)
     return parser
 
@@ -93,10 +102,28 @@ def _config_from_args(args: argparse.Namespace):
     return replace(cfg, **changes)  # options left unset (None) keep the preset's value
 
 
+def _eval_results_path(args: argparse.Namespace) -> Path:
+    """Where ``eval`` writes: ``--out``, else runs/eval/<name of the scored folder>; never that folder."""
+    scored = Path(args.checkpoint).resolve()
+    scored = scored.parent if scored.suffix == ".pt" else scored
+    folder = Path(args.out) if args.out else Path("runs") / "eval" / scored.name
+    if folder.resolve() == scored:
+        raise ValueError(f"--out {args.out} is the folder being scored; eval leaves it as it is: "
+                         "choose another folder")
+    return folder / "results.json"
+
+
 def run(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
     if args.eval_tasks is not None and args.eval_tasks < 1:
         raise ValueError(f"--tasks must be an integer >= 1, got {args.eval_tasks}")
+    deadline = None
+    if getattr(args, "time_limit", None) is not None:
+        if not (math.isfinite(args.time_limit) and args.time_limit > 0):
+            raise ValueError(f"--time-limit must be a number of seconds > 0, got {args.time_limit}")
+        deadline = started + args.time_limit
+    results_path = _eval_results_path(args) if args.command == "eval" else None
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
@@ -108,29 +135,41 @@ def run(argv: list[str] | None = None) -> int:
     if args.task == "sine":
         from .runs.sine import eval_sine, format_table, train_sine
         if args.command == "train":
-            results = train_sine(_config_from_args(args), args.out, device=device, progress=progress)
+            results = train_sine(_config_from_args(args), args.out, device=device, progress=progress,
+                                 deadline=deadline)
         else:
-            results = eval_sine(args.checkpoint, device=device, num_tasks=args.eval_tasks)
+            results = eval_sine(args.checkpoint, device=device, num_tasks=args.eval_tasks,
+                                results_path=results_path)
         print(format_table(results))
+        _say_where(args, results_path)
         return 0
     from .runs import omniglot as omniglot_run
     if args.command == "train":
         results = omniglot_run.train_omniglot(_config_from_args(args), args.out, device=device,
                                               data_root=args.data, progress=progress,
-                                              cuda_graph=args.cuda_graph)
+                                              cuda_graph=args.cuda_graph, deadline=deadline)
     else:
-        results = omniglot_run.eval_omniglot(args.checkpoint, device=device, data_root=args.data,
+        results = omniglot_run.eval_omniglot(args.checkpoint, device=device, results_path=results_path,
+                                             data_root=args.data,
                                              num_tasks=args.eval_tasks,
                                              inner_steps=args.eval_inner_steps,
                                              lake_runs=args.lake_runs, progress=progress)
     print(omniglot_run.format_table(results))
+    _say_where(args, results_path)
     return 0
+
+
+def _say_where(args: argparse.Namespace, results_path: Path | None) -> None:
+    print(f"results written to {results_path or Path(args.out) / 'results.json'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command and turns expected failures into one-line messages."""
     try:
         return run(argv)
+    except StoppedAtTimeLimit as err:
+        print(err)
+        return 0
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED

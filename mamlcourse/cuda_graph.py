@@ -9,6 +9,11 @@ stay fixed, and each step copies the new tasks into them before the replay.
 Capturing needs a few warm-up steps (CUDA allocates lazily); they would move θ, so θ and
 Adam's state are saved before them and restored after the capture, and the run follows
 the same trajectory as an eager one (up to floating-point reordering).
+
+A graph cannot branch on a value, so the finiteness check of the eager step (no update
+from a non-finite gradient) becomes a flag: each replay ORs "some gradient was not finite"
+into ``nonfinite``, which the training loop reads before it logs or saves anything. A
+non-finite step has then already updated θ, but no checkpoint is written after it.
 """
 
 from __future__ import annotations
@@ -57,9 +62,11 @@ class GraphedMetaStep:
 
         self.graph = torch.cuda.CUDAGraph()
         optimizer.zero_grad(set_to_none=True)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=example.device)
         with torch.cuda.graph(self.graph):
             loss, metrics = objective(model, params, self.static, cfg)
             loss.backward()
+            self.nonfinite.logical_or_(~finite_gradients(loss, model.parameters()))
             optimizer.step()
         self.loss, self.metrics = loss, metrics
 
@@ -79,3 +86,10 @@ class GraphedMetaStep:
         self.graph.replay()
         # The outputs live in the graph's memory and are overwritten by the next replay.
         return self.loss.detach().clone(), {k: v.clone() for k, v in self.metrics.items()}
+
+
+def finite_gradients(loss: Tensor, parameters) -> Tensor:
+    """A 0-d bool tensor on the loss's device: the loss and every gradient are finite."""
+    checks = [torch.isfinite(loss).all()] + [torch.isfinite(p.grad).all() for p in parameters
+                                             if p.grad is not None]
+    return torch.stack(checks).all()

@@ -17,10 +17,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
+from torch.func import functional_call
 
 from .config import MetaConfig
-from .maml import InnerLR, Params, default_vectorize, detach_params, get_params, inner_loop, loss_function
+from .maml import (
+    InnerLR,
+    Params,
+    detach_params,
+    get_params,
+    inner_loop,
+    loss_function,
+    over_tasks,
+    params_device,
+    resolve_vectorize,
+)
 from .tasks import TaskBatch, TaskSampler, fixed_tasks
 
 
@@ -87,18 +97,19 @@ def adaptation_curve(model: nn.Module, params: Params, tasks: TaskBatch, cfg: Me
         tasks: T test tasks.
         cfg: supplies the loss and, unless ``inner_lr`` is given, α.
         num_steps: the largest number of inner steps scored.
-        vectorize: vmap over tasks; None picks ``default_vectorize``.
+        vectorize: vmap over tasks; None picks ``default_vectorize`` for the parameters'
+            device (``cfg.vectorize`` is a training setting and is not used here).
         chunk_size: tasks per vmap call (bounds memory).
 
     Returns:
-        [T, num_steps + 1] per-task scores (MSE or accuracy).
+        [T, num_steps + 1] per-task scores (MSE or accuracy), on the CPU. The tasks may live
+        on any device: they are scored where ``params`` are (``maml.over_tasks``).
     """
     loss_fn = loss_function(cfg.loss)
     metric = metric_function(cfg)
     inner_lr = cfg.inner_lr if inner_lr is None else inner_lr
-    if vectorize is None:
-        vectorize = default_vectorize(model, tasks.device)
     params = detach_params(params)
+    vectorize = resolve_vectorize(vectorize, model, params_device(params))
 
     def task_curve(p: Params, x_support: Tensor, y_support: Tensor, x_query: Tensor,
                    y_query: Tensor) -> Tensor:
@@ -107,12 +118,9 @@ def adaptation_curve(model: nn.Module, params: Params, tasks: TaskBatch, cfg: Me
         return torch.stack([metric(functional_call(model, q, (x_query,)), y_query) for q in path])
 
     with torch.no_grad():
-        if vectorize:
-            batched = vmap(task_curve, in_dims=(None, 0, 0, 0, 0))
-            rows = [batched(params, *chunk) for chunk in tasks.split(chunk_size)]
-        else:
-            rows = [task_curve(params, *task)[None] for task in tasks.tasks()]
-    return torch.cat(rows).cpu()
+        (scores,) = over_tasks(lambda *args: (task_curve(*args),), params, tasks, vectorize=vectorize,
+                               chunk_size=chunk_size)
+    return scores.cpu()
 
 
 def evaluate(model: nn.Module, tasks: TaskBatch | TaskSampler, cfg: MetaConfig, *,
@@ -134,9 +142,8 @@ def evaluate(model: nn.Module, tasks: TaskBatch | TaskSampler, cfg: MetaConfig, 
     """
     if not isinstance(tasks, TaskBatch):
         tasks = fixed_tasks(tasks, num_tasks or cfg.eval_tasks)
-    device = next(model.parameters()).device
     params = get_params(model) if params is None else params
     num_steps = cfg.eval_max_steps if num_steps is None else num_steps
-    per_task = adaptation_curve(model, params, tasks.to(device), cfg, num_steps=num_steps,
+    per_task = adaptation_curve(model, params, tasks, cfg, num_steps=num_steps,
                                 inner_lr=inner_lr, vectorize=vectorize)
     return EvalResult("mse" if cfg.loss == "mse" else "accuracy", per_task)

@@ -11,9 +11,12 @@ meta-loss of a batch of tasks is the mean of their query losses at θ'; its grad
 with respect to θ flows through the inner steps (second order) unless ``first_order``
 is set, in which case the inner gradients are treated as constants.
 
-A meta-batch runs either as a Python loop over tasks or in parallel with
-``torch.func.vmap``; ``default_vectorize`` picks the faster one for the model and
-device, and the tests check both give the same gradients.
+A batch of tasks runs through one primitive, ``over_tasks``: as a Python loop over tasks or
+in parallel with ``torch.func.vmap`` (``resolve_vectorize`` decides, ``default_vectorize``
+picks the faster one for the model and device), always on the parameters' device: tasks
+made elsewhere are moved there first (``place_tasks``). Training, evaluation, the baseline
+and every algorithm go through it, so tasks and parameters cannot end up on two devices.
+The tests check that vmap and the loop give the same gradients.
 
 Example:
     >>> model = SineMLP()
@@ -167,6 +170,55 @@ def default_vectorize(model: nn.Module, device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda"
 
 
+def resolve_vectorize(vectorize: bool | None, model: nn.Module, device: torch.device | str, *,
+                      configured: bool | None = None) -> bool:
+    """The one rule for vmap or loop: the argument, else ``configured`` (a config's
+    ``vectorize``, for training), else ``default_vectorize(model, device)``."""
+    if vectorize is not None:
+        return vectorize
+    if configured is not None:
+        return configured
+    return default_vectorize(model, device)
+
+
+def params_device(params: Params) -> torch.device:
+    """The device θ lives on (the CPU for an empty dict)."""
+    return next(iter(params.values())).device if params else torch.device("cpu")
+
+
+def place_tasks(tasks: TaskBatch, params: Params) -> TaskBatch:
+    """``tasks`` on the device of ``params`` (the same object when already there)."""
+    device = params_device(params)
+    return tasks if tasks.device == device else tasks.to(device)
+
+
+def over_tasks(task_fn: Callable[..., tuple], params: Params, tasks: TaskBatch, *, vectorize: bool,
+               chunk_size: int | None = None) -> tuple:
+    """Run ``task_fn(params, x_support, y_support, x_query, y_query)`` on every task, on θ's device.
+
+    The tasks are first moved to the device of ``params``. With ``vectorize`` they run in
+    parallel under ``torch.func.vmap`` (``chunk_size`` tasks per call, to bound memory;
+    None: all at once); otherwise in a Python loop. Either way each output (a tensor, or
+    a dict of tensors such as adapted params) comes back stacked along a new leading task
+    dimension [T, ...].
+    """
+    tasks = place_tasks(tasks, params)
+    if vectorize:
+        batched = vmap(task_fn, in_dims=(None, 0, 0, 0, 0))
+        if chunk_size is None or chunk_size >= len(tasks):
+            return batched(params, *tasks)
+        chunks = [batched(params, *chunk) for chunk in tasks.split(chunk_size)]
+        return tuple(_join(parts, torch.cat) for parts in zip(*chunks))
+    outputs = [task_fn(params, *task) for task in tasks.tasks()]
+    return tuple(_join(parts, torch.stack) for parts in zip(*outputs))
+
+
+def _join(parts: tuple, join: Callable) -> Tensor | Params:
+    if isinstance(parts[0], dict):
+        return {name: join([part[name] for part in parts]) for name in parts[0]}
+    return join(list(parts))
+
+
 def meta_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfig, *,
               inner_lr: InnerLR | None = None, num_inner_steps: int | None = None,
               first_order: bool | None = None,
@@ -182,7 +234,7 @@ def meta_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfi
         cfg: supplies the loss, α, the number of inner steps and ``first_order``.
         inner_lr, num_inner_steps, first_order: override ``cfg`` (learned step sizes, say).
         vectorize: vmap over tasks (True), loop (False), or ``cfg.vectorize`` and then
-            ``default_vectorize`` (None).
+            ``default_vectorize`` (None): see ``resolve_vectorize``.
 
     Returns:
         meta_loss: scalar, differentiable with respect to ``params``.
@@ -193,8 +245,8 @@ def meta_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfi
     inner_lr = cfg.inner_lr if inner_lr is None else inner_lr
     num_inner_steps = cfg.num_inner_steps if num_inner_steps is None else num_inner_steps
     first_order = cfg.first_order if first_order is None else first_order
-    if vectorize is None:
-        vectorize = cfg.vectorize if cfg.vectorize is not None else default_vectorize(model, tasks.device)
+    tasks = place_tasks(tasks, params)
+    vectorize = resolve_vectorize(vectorize, model, tasks.device, configured=cfg.vectorize)
 
     # Outside vmap, torch.autograd.grad is the faster way to the inner gradient (same numbers).
     grad_with = "autograd" if (not vectorize and torch.is_grad_enabled()
@@ -208,12 +260,7 @@ def meta_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfi
         predictions = functional_call(model, adapted, (x_query,))
         return loss_fn(predictions, y_query), predictions
 
-    if vectorize:
-        query_losses, predictions = vmap(task_loss, in_dims=(None, 0, 0, 0, 0))(params, *tasks)
-    else:
-        outputs = [task_loss(params, *task) for task in tasks.tasks()]
-        query_losses = torch.stack([loss for loss, _ in outputs])
-        predictions = torch.stack([pred for _, pred in outputs])
+    query_losses, predictions = over_tasks(task_loss, params, tasks, vectorize=vectorize)
 
     metrics = {"query_loss": query_losses.detach()}
     if cfg.loss == "cross_entropy":

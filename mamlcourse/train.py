@@ -2,11 +2,18 @@
 
     θ <- θ - β ∇_θ 1/T Σ_i L_query_i(θ'_i)      (Adam with learning rate β = cfg.outer_lr)
 
-``meta_train`` draws ``cfg.tasks_per_batch`` tasks per iteration from a sampler with its
-own seeded generator, so a run is fully determined by its config. Every
-``cfg.checkpoint_every`` iterations it writes model, optimizer, step, RNG states, config
-and history to ``checkpoint_dir``; called again on the same folder it resumes where the
-checkpoint left off and ends with the same parameters as an uninterrupted run.
+Three pieces, each readable on its own:
+
+- the run's state (model, Adam, step, RNG states, history) and how it is saved and resumed:
+  ``training_state.TrainingState``;
+- one meta-iteration: ``eager_step`` (meta-loss, backward, a finiteness check, Adam), or
+  the same captured once and replayed as a CUDA graph (``cuda_graph.GraphedMetaStep``);
+- the loop, ``meta_train``: draws ``cfg.tasks_per_batch`` tasks per iteration from a
+  sampler with its own seeded generator (so a run is fully determined by its config), logs
+  every ``cfg.log_every`` iterations and saves every ``cfg.checkpoint_every``. Called again
+  on the same folder it resumes where the checkpoint left off and, on a CPU, ends with
+  bit-identical parameters to an uninterrupted run (on a GPU, equal to float tolerance:
+  cuDNN's kernel choice may differ between processes).
 
 Example:
     >>> cfg = sine_preset("quick")
@@ -16,60 +23,47 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import check_compatible, checkpoint_path, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_path, load_checkpoint
 from .config import MetaConfig
-from .cuda_graph import GraphedMetaStep
+from .cuda_graph import GraphedMetaStep, finite_gradients
 from .maml import get_params, meta_loss
-from .tasks import TaskBatch, TaskSampler, seeded_generator
+from .tasks import TaskBatch, TaskSampler
+from .training_state import History, RunFolder, TrainingDiverged, TrainingState
+
+__all__ = ["History", "StoppedAtTimeLimit", "TrainingDiverged", "eager_step", "meta_train", "start_of"]
 
 Objective = Callable[[nn.Module, dict, TaskBatch, MetaConfig], tuple[torch.Tensor, dict]]
 
 
-class TrainingDiverged(RuntimeError):
-    """The meta-loss became NaN or infinite; the last good checkpoint is kept."""
+class StoppedAtTimeLimit(Exception):
+    """The run reached its time limit; its checkpoint is saved and the same command continues it."""
 
 
-@dataclass
-class History:
-    """What a run recorded, one entry per logging interval.
+def eager_step(state: TrainingState, params: dict, objective: Objective, tasks: TaskBatch
+               ) -> tuple[torch.Tensor, dict]:
+    """One meta-iteration: meta-loss, its gradient, and Adam's update, unless something is not finite.
 
-    Attributes:
-        step: iteration count at the end of each interval.
-        meta_loss: mean meta-loss over the interval.
-        accuracy: mean query accuracy over the interval (classification only).
-        validation_step, validation: validation scores and when they were taken.
-        wall_seconds: training time so far, summed over resumptions.
+    Raises:
+        TrainingDiverged: the meta-loss or a gradient is NaN or infinite; θ is left as it was.
     """
-
-    step: list[int] = field(default_factory=list)
-    meta_loss: list[float] = field(default_factory=list)
-    accuracy: list[float] = field(default_factory=list)
-    validation_step: list[int] = field(default_factory=list)
-    validation: list[float] = field(default_factory=list)
-    wall_seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> History:
-        return cls(**data)
-
-    @property
-    def ms_per_iteration(self) -> float:
-        """Mean wall time of one meta-iteration (NaN before the first)."""
-        return 1000 * self.wall_seconds / self.step[-1] if self.step else math.nan
+    loss, metrics = objective(state.model, params, tasks, state.cfg)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if not finite_gradients(loss, state.model.parameters()):
+        raise TrainingDiverged(f"the meta-loss or its gradient became non-finite at step {state.step + 1} "
+                               f"(meta-loss {loss.item()}); θ was not updated")
+    state.optimizer.step()
+    return loss, metrics
 
 
 def meta_train(model: nn.Module, sampler: TaskSampler, cfg: MetaConfig, *,
@@ -78,7 +72,7 @@ def meta_train(model: nn.Module, sampler: TaskSampler, cfg: MetaConfig, *,
                validate: Callable[[nn.Module], float] | None = None,
                validate_every: int = 0, desc: str = "meta-train",
                objective: Objective = meta_loss, checkpoint_name: str = "checkpoint",
-               cuda_graph: bool = False) -> History:
+               cuda_graph: bool = False, deadline: float | None = None) -> History:
     """Meta-train ``model`` in place for ``cfg.num_iterations`` iterations (or what is left).
 
     Args:
@@ -86,7 +80,9 @@ def meta_train(model: nn.Module, sampler: TaskSampler, cfg: MetaConfig, *,
         sampler: the task distribution (``sample(num_tasks, generator)``).
         cfg: inner and outer loop settings, iterations, checkpoint interval, seed.
         checkpoint_dir: where checkpoints go; an existing checkpoint there is resumed
-            (refused if it was made with other settings). None: no checkpoints.
+            (refused if it was made with other settings). The folder is locked while the
+            run trains and a checkpoint is written before the first iteration, so an
+            unwritable folder fails at once. None: no checkpoints.
         device: where the model and tasks live (default: the model's device).
         progress: show a tqdm progress bar.
         validate: ``validate(model) -> score``, called every ``validate_every`` iterations.
@@ -97,72 +93,87 @@ def meta_train(model: nn.Module, sampler: TaskSampler, cfg: MetaConfig, *,
         checkpoint_name: file name (without ``.pt``) of the checkpoint in ``checkpoint_dir``.
         cuda_graph: on a GPU, capture one meta-iteration as a CUDA graph and replay it
             (``cuda_graph.GraphedMetaStep``): same maths, far fewer kernel launches.
+        deadline: a ``time.monotonic()`` value; the first iteration that ends after it saves
+            a checkpoint and raises ``StoppedAtTimeLimit`` (needs ``checkpoint_dir``).
 
     Returns:
         The run's ``History``.
 
     Raises:
-        TrainingDiverged: the meta-loss became NaN or infinite.
+        TrainingDiverged: the meta-loss or a gradient became NaN or infinite.
         CheckpointMismatch: the checkpoint in ``checkpoint_dir`` has other settings.
+        RunFolderError: another process trains in ``checkpoint_dir``, or it is not writable.
+        StoppedAtTimeLimit: ``deadline`` passed; the run is saved and resumable.
     """
+    if deadline is not None and checkpoint_dir is None:
+        raise ValueError("a time limit needs a checkpoint folder to save the run in (checkpoint_dir)")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
-    # capturable: Adam keeps its step count on the device, so a CUDA graph can replay it.
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.outer_lr, capturable=cuda_graph)
-    generator = seeded_generator(cfg.seed)
-    history = History()
-    start = 0
+    state = TrainingState.create(model, cfg, device=device, capturable=cuda_graph)
     path = checkpoint_path(checkpoint_dir, checkpoint_name) if checkpoint_dir is not None else None
-
     if path is not None and path.exists():
-        state = load_checkpoint(path, map_location=device)
-        check_compatible(state["config"], cfg, checkpoint_dir)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = History.from_dict(state["history"])
-        start = state["step"]
-
-    def save(step: int) -> None:
+        state.load(path, checkpoint_dir)
+    if state.step >= cfg.num_iterations:
+        return state.history
+    folder = RunFolder(checkpoint_dir) if path is not None else contextlib.nullcontext()
+    with folder:
         if path is not None:
-            save_checkpoint(path, {
-                "step": step, "config": cfg.to_dict(), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(), "history": history.to_dict()})
+            folder.save(state, path)  # fails now, not 1,000 iterations in, if it cannot be written
+        _loop(state, sampler, objective, path, folder, progress=progress, desc=desc, validate=validate,
+              validate_every=validate_every, cuda_graph=cuda_graph, deadline=deadline)
+    return state.history
 
+
+def _loop(state: TrainingState, sampler: TaskSampler, objective: Objective, path, folder, *,
+          progress: bool, desc: str, validate, validate_every: int, cuda_graph: bool,
+          deadline: float | None) -> None:
+    """Iterate from ``state.step`` to ``cfg.num_iterations``, logging and saving on the way."""
+    cfg, model, device, history = state.cfg, state.model, state.device, state.history
     params = get_params(model)
     graphed = None
-    bar = tqdm(total=cfg.num_iterations, initial=start, desc=desc, disable=not progress,
+    bar = tqdm(total=cfg.num_iterations, initial=state.step, desc=desc, disable=not progress,
                dynamic_ncols=True)
-    losses, accuracies = [], []
+    # Per-step values stay on the device until a log point: reading them every step stalls a GPU.
+    losses = list(state.pending.get("losses", torch.zeros(0)).to(device).unbind())
+    accuracies = list(state.pending.get("accuracies", torch.zeros(0)).to(device).unbind())
+    state.pending = {}
     tic = time.perf_counter()
-    for step in range(start + 1, cfg.num_iterations + 1):
-        tasks = sampler.sample(cfg.tasks_per_batch, generator).to(device)
+
+    def diverged(message: str) -> TrainingDiverged:
+        bar.close()
+        kept = (f"the last good checkpoint (step {load_checkpoint(path)['step']}) is kept in {path.parent}"
+                if path is not None and path.exists() else "no checkpoint was written")
+        return TrainingDiverged(f"{message}; {kept}. Lower the learning rates "
+                                f"(inner_lr={cfg.inner_lr}, outer_lr={cfg.outer_lr}).")
+
+    def save() -> None:
+        if path is not None:
+            folder.save(state, path)
+
+    for step in range(state.step + 1, cfg.num_iterations + 1):
+        tasks = sampler.sample(cfg.tasks_per_batch, state.generator)
         if cuda_graph:
-            graphed = graphed or GraphedMetaStep(model, params, optimizer, objective, cfg, tasks)
+            tasks = tasks.to(device)
+            graphed = graphed or GraphedMetaStep(model, params, state.optimizer, objective, cfg, tasks)
             loss, metrics = graphed(tasks)
         else:
-            loss, metrics = objective(model, params, tasks, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        # Kept on the device: reading them every step would stall a GPU.
+            try:
+                loss, metrics = eager_step(state, params, objective, tasks)
+            except TrainingDiverged as err:
+                raise diverged(str(err)) from None
+        state.step = step
         losses.append(loss.detach())
         if "accuracy" in metrics:
             accuracies.append(metrics["accuracy"].mean())
 
         at_log = step % cfg.log_every == 0 or step == cfg.num_iterations
         at_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.num_iterations
+        at_limit = deadline is not None and time.monotonic() >= deadline and step < cfg.num_iterations
+        if (at_log or at_checkpoint or at_limit) and graphed is not None and graphed.nonfinite.item():
+            raise diverged(f"a gradient became non-finite by step {step}")
         if at_log or at_checkpoint:
-            mean_loss = torch.stack(losses).mean().item() if losses else math.nan
+            mean_loss = torch.stack(losses).mean().item()
             if not math.isfinite(mean_loss):
-                bar.close()
-                kept = f"the last good checkpoint (step {start_of(path)}) is kept in {checkpoint_dir}" \
-                    if path is not None and path.exists() else "no checkpoint was written"
-                raise TrainingDiverged(
-                    f"the meta-loss became {mean_loss} by step {step}; {kept}. "
-                    f"Lower the learning rates (inner_lr={cfg.inner_lr}, outer_lr={cfg.outer_lr}).")
+                raise diverged(f"the meta-loss became {mean_loss} by step {step}")
             now = time.perf_counter()
             history.wall_seconds += now - tic
             tic = now
@@ -181,13 +192,24 @@ def meta_train(model: nn.Module, sampler: TaskSampler, cfg: MetaConfig, *,
             bar.set_postfix(postfix, refresh=False)
             bar.update(step - bar.n)
             if at_checkpoint:
-                save(step)
+                save()
+        if at_limit:
+            if not at_checkpoint:
+                # Mid-interval: the interval's per-step values go into the checkpoint too, so
+                # the resumed run logs exactly what an uninterrupted one would.
+                history.wall_seconds += time.perf_counter() - tic
+                state.pending = {name: torch.stack(values) for name, values in
+                                 (("losses", losses), ("accuracies", accuracies)) if values}
+                save()
+            bar.close()
+            raise StoppedAtTimeLimit(
+                f"stopped at the time limit after step {step} of {cfg.num_iterations}; "
+                f"the run is saved in {path.parent}: run the same command again to continue")
     bar.close()
-    return history
 
 
-def start_of(path: Path | None) -> int | None:
+def start_of(path: os.PathLike | None) -> int | None:
     """The step stored in the checkpoint at ``path`` (None when there is none)."""
-    if path is None or not path.exists():
+    if path is None or not os.path.exists(path):
         return None
     return int(load_checkpoint(path)["step"])

@@ -24,6 +24,36 @@ REQUIRE_ENV = "MAMLCOURSE_REQUIRE_DATA"
 _failed_downloads: dict[str, str] = {}
 
 
+def device_under_test() -> torch.device:
+    """The device under test: $MAMLCOURSE_TEST_DEVICE (``cuda`` in tools/gpu/check.py), else the CPU.
+
+    Tests that train or score take their device from here, so one switch runs them on a GPU.
+    On the CPU runs must repeat bit for bit; on CUDA only to float tolerance (cuDNN may pick
+    other kernels in another process, and atomics reorder sums): see ``assert_same_run``.
+    """
+    device = torch.device(os.environ.get("MAMLCOURSE_TEST_DEVICE", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail("MAMLCOURSE_TEST_DEVICE=cuda but CUDA is not available")
+    return device
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """``device_under_test()`` as a fixture."""
+    return device_under_test()
+
+
+def assert_same_run(a, b, device: torch.device | None = None) -> None:
+    """Two runs' tensors agree: exactly on the CPU, to 1e-4 relative on a GPU."""
+    device = device or device_under_test()
+    diff = max_abs_diff(a, b)
+    if device.type == "cpu":
+        assert diff == 0.0, f"runs differ by {diff} on the CPU, where they must agree exactly"
+    else:
+        scale = max(v.abs().max().item() for v in (a.values() if isinstance(a, dict) else a))
+        assert diff <= 1e-4 * max(scale, 1.0), f"runs differ by {diff} on {device}"
+
+
 @pytest.fixture
 def float64():
     """Run a test in float64 (finite differences need it), restoring the default after."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import max_abs_diff
+from conftest import assert_same_run, device_under_test
 
 from mamlcourse.checkpoint import checkpoint_path, load_checkpoint
 from mamlcourse.config import replace, sine_preset
@@ -20,9 +23,18 @@ from mamlcourse.models import build_model
 from mamlcourse.train import meta_train
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-m", "mamlcourse", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd, env=env)
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
 @pytest.mark.parametrize("args, message", [
@@ -36,6 +48,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     (["--device", "banana"], "unknown device 'banana' (--device)"),
     (["--tasks", "0"], "--tasks must be an integer >= 1, got 0"),
     (["--n-way", "5"], "--n-way applies to omniglot only"),
+    (["--time-limit", "0"], "--time-limit must be a number of seconds > 0, got 0.0"),
 ])
 def test_bad_input_fails_fast_with_one_line_and_no_traceback(tmp_path, args, message):
     result = cli("train", "sine", "--preset", "quick", "--out", str(tmp_path / "run"), *args, timeout=60)
@@ -71,10 +84,12 @@ def test_train_and_eval_sine_write_results_json(tmp_path):
         assert all(len(curve) == 11 for curve in block.values())
     assert results["baseline"]["finetune_lr"] in sine_preset("quick").baseline_lrs
 
-    again = cli("eval", "sine", "--checkpoint", str(out), "--tasks", "30")
+    again = cli("eval", "sine", "--checkpoint", str(out), "--tasks", "30", "--out", str(tmp_path / "scores"))
     assert again.returncode == 0, again.stderr
-    rescored = json.loads((out / "results.json").read_text())
+    assert again.stdout.splitlines()[-1] == f"results written to {tmp_path / 'scores' / 'results.json'}"
+    rescored = json.loads((tmp_path / "scores" / "results.json").read_text())
     assert rescored["eval"]["num_tasks"] == 30 and rescored["iterations"] == 150
+    assert json.loads((out / "results.json").read_text())["eval"]["num_tasks"] == 20  # left as trained
 
     # A second train into the same folder resumes: asking for more iterations continues the run.
     more = cli("train", "sine", "--preset", "quick", "--out", str(out), "--iterations", "200",
@@ -89,8 +104,10 @@ def test_train_and_eval_sine_write_results_json(tmp_path):
 def test_a_killed_cli_run_resumes_to_the_same_parameters(tmp_path):
     """SIGKILL the real command mid-run, run it again, compare with an uninterrupted run."""
     out = tmp_path / "killed"
+    device = device_under_test()
     args = [sys.executable, "-m", "mamlcourse", "train", "sine", "--preset", "quick", "--out", str(out),
-            "--iterations", "1500", "--checkpoint-every", "100", "--tasks", "10", "--no-progress"]
+            "--iterations", "1500", "--checkpoint-every", "100", "--tasks", "10", "--no-progress",
+            "--device", str(device)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = checkpoint_path(out)
     deadline = time.time() + 120
@@ -106,6 +123,50 @@ def test_a_killed_cli_run_resumes_to_the_same_parameters(tmp_path):
 
     cfg = replace(sine_preset("quick"), num_iterations=1500, checkpoint_every=100, eval_tasks=10)
     torch.manual_seed(cfg.seed)
-    straight = build_model(cfg)
+    straight = build_model(cfg).to(device)
     meta_train(straight, SineTasks.from_config(cfg), cfg, progress=False)
-    assert max_abs_diff(load_checkpoint(path)["model"], straight.state_dict()) == 0.0
+    assert_same_run(load_checkpoint(path)["model"], {k: v.cpu() for k, v in straight.state_dict().items()})
+
+
+def test_evaluating_a_shipped_model_leaves_it_as_shipped(tmp_path):
+    """eval writes to runs/eval/<name>/ under the working folder, never into the folder it scores."""
+    shipped = tmp_path / "sine-paper"
+    shutil.copytree(REPO / "trained" / "sine-paper", shipped)
+    before = fingerprint(shipped)
+    result = cli("eval", "sine", "--checkpoint", str(shipped), "--tasks", "20", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "results written to runs/eval/sine-paper/results.json"
+    assert json.loads((tmp_path / "runs/eval/sine-paper/results.json").read_text())["eval"]["num_tasks"] == 20
+    assert fingerprint(shipped) == before
+    refused = cli("eval", "sine", "--checkpoint", str(shipped), "--out", str(shipped))
+    assert refused.returncode == 2 and "is the folder being scored" in refused.stderr
+    assert fingerprint(shipped) == before
+
+
+def test_a_run_stopped_by_its_time_limit_continues_to_the_same_parameters(tmp_path):
+    """--time-limit saves the run and exits 0 with one line; the same command then finishes it."""
+    out = tmp_path / "limited"
+    device = device_under_test()
+    args = ["train", "sine", "--preset", "quick", "--out", str(out), "--iterations", "2000",
+            "--checkpoint-every", "1000", "--tasks", "10", "--no-progress", "--device", str(device),
+            "--time-limit", "1"]
+    stopped = cli(*args)
+    assert stopped.returncode == 0, stopped.stderr
+    line = stopped.stdout.strip()
+    assert line.startswith("stopped at the time limit after step ") and line.endswith(
+        f"of 2000; the run is saved in {out}: run the same command again to continue"), line
+    step = int(line.split("after step ")[1].split()[0])
+    assert 0 < step < 1000, "the stop should fall between two checkpoints"
+    assert load_checkpoint(checkpoint_path(out))["step"] == step
+    assert not (out / "results.json").exists()
+
+    finished = cli(*args[:-2])
+    assert finished.returncode == 0, finished.stderr
+    cfg = replace(sine_preset("quick"), num_iterations=2000, checkpoint_every=1000, eval_tasks=10)
+    torch.manual_seed(cfg.seed)
+    straight = build_model(cfg).to(device)
+    history = meta_train(straight, SineTasks.from_config(cfg), cfg, progress=False)
+    saved = load_checkpoint(checkpoint_path(out))
+    assert_same_run(saved["model"], {k: v.cpu() for k, v in straight.state_dict().items()})
+    if device.type == "cpu":
+        assert saved["history"]["meta_loss"] == history.meta_loss

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from conftest import max_abs_diff
+from conftest import device_under_test, max_abs_diff
 from mamlcourse.config import OmniglotConfig, SineConfig
 from mamlcourse.data.sine import SineTasks
 from mamlcourse.maml import (
@@ -31,7 +31,7 @@ def sine_setup(seed: int = 0, hidden=(8, 8)):
     torch.manual_seed(seed)
     model = SineMLP(hidden, init_std=None)  # PyTorch's init: larger weights, livelier gradients
     tasks = SineTasks(k_shot=5, k_query=5).sample(3, seeded_generator(seed))
-    return model, tasks
+    return model.to(device_under_test()), tasks.to(device_under_test())
 
 
 def conv_setup(seed: int = 0):
@@ -43,7 +43,8 @@ def conv_setup(seed: int = 0):
     x_query = torch.randn(3, 6, 1, 16, 16, generator=g)
     y_support = torch.arange(3).repeat(3, 1)
     y_query = torch.arange(3).repeat_interleave(2).repeat(3, 1)
-    return model, TaskBatch(x_support, y_support, x_query, y_query)
+    tasks = TaskBatch(x_support, y_support, x_query, y_query)
+    return model.to(device_under_test()), tasks.to(device_under_test())
 
 
 def meta_grad(model, tasks, cfg, **kwargs):

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from conftest import max_abs_diff
+from conftest import assert_same_run, max_abs_diff, device_under_test
 from mamlcourse.checkpoint import (
     CheckpointMismatch,
     checkpoint_path,
@@ -19,9 +19,10 @@ from mamlcourse.checkpoint import (
 from mamlcourse.config import sine_preset
 from mamlcourse.data.sine import SineTasks
 from mamlcourse.evaluate import evaluate
+from mamlcourse.maml import meta_loss
 from mamlcourse.models import build_model
 from mamlcourse.tasks import TaskBatch, fixed_tasks
-from mamlcourse.train import TrainingDiverged, meta_train
+from mamlcourse.train import StoppedAtTimeLimit, TrainingDiverged, meta_train
 
 CFG = dataclasses.replace(sine_preset("quick"), num_iterations=60, checkpoint_every=20, log_every=10,
                           eval_tasks=50)
@@ -29,7 +30,7 @@ CFG = dataclasses.replace(sine_preset("quick"), num_iterations=60, checkpoint_ev
 
 def fresh_model(cfg=CFG):
     torch.manual_seed(cfg.seed)
-    return build_model(cfg)
+    return build_model(cfg).to(device_under_test())
 
 
 class Interrupt(Exception):
@@ -77,10 +78,10 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     resumed = fresh_model()  # a new process would start from scratch, then load the checkpoint
     history = meta_train(resumed, SineTasks.from_config(CFG), CFG, checkpoint_dir=tmp_path / "b",
                          progress=False)
-    assert max_abs_diff(resumed.state_dict(), straight.state_dict()) == 0.0
+    assert_same_run(resumed.state_dict(), straight.state_dict())
     assert history.step[-1] == 60
     a, b = load_checkpoint(checkpoint_path(tmp_path / "a")), load_checkpoint(checkpoint_path(tmp_path / "b"))
-    assert max_abs_diff(a["optimizer"]["state"][0], b["optimizer"]["state"][0]) == 0.0
+    assert_same_run(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
     assert torch.equal(a["generator"], b["generator"])
 
 
@@ -99,12 +100,57 @@ def test_checkpoint_round_trip_restores_step_optimizer_and_config(tmp_path):
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     model = fresh_model()
-    with pytest.raises(TrainingDiverged, match=r"became nan by step 30.*last good checkpoint \(step 20\)"):
+    with pytest.raises(TrainingDiverged, match=r"non-finite at step 25 \(meta-loss nan\); θ was not updated; "
+                                               r"the last good checkpoint \(step 20\)"):
         meta_train(model, FaultySampler(fail_at=25, mode="nan"), CFG, checkpoint_dir=tmp_path,
                    progress=False)
     state = load_checkpoint(checkpoint_path(tmp_path))
     assert state["step"] == 20
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_finite_loss_with_non_finite_gradients_updates_nothing(tmp_path):
+    """sqrt(|θ - θ|) adds 0 to the loss and an infinite gradient: the loss alone would pass."""
+    calls = []
+
+    def objective(model, params, tasks, cfg):
+        loss, metrics = meta_loss(model, params, tasks, cfg)
+        calls.append(1)
+        if len(calls) == 25:
+            weight = params["layers.0.weight"]
+            loss = loss + torch.sqrt((weight - weight.detach()).abs()).sum()
+        return loss, metrics
+
+    model = fresh_model()
+    with pytest.raises(TrainingDiverged, match=r"non-finite at step 25 \(meta-loss [0-9.]+\); θ was not "
+                                               r"updated; the last good checkpoint \(step 20\)"):
+        meta_train(model, SineTasks.from_config(CFG), CFG, checkpoint_dir=tmp_path, progress=False,
+                   objective=objective)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(torch.isfinite(v).all() for v in load_checkpoint(checkpoint_path(tmp_path))["model"].values())
+
+
+def test_a_run_stopped_at_its_time_limit_resumes_to_the_same_parameters_and_history(tmp_path, monkeypatch):
+    """A fake clock that ticks once per iteration stops the run at step 27, mid-interval."""
+    straight = fresh_model()
+    straight_history = meta_train(straight, SineTasks.from_config(CFG), CFG, checkpoint_dir=tmp_path / "a",
+                                  progress=False)
+    clock = iter(range(10_000))
+    monkeypatch.setattr("mamlcourse.train.time.monotonic", lambda: next(clock))
+    stopped = fresh_model()
+    with pytest.raises(StoppedAtTimeLimit, match=r"after step 27 of 60; the run is saved in .*b: run the "
+                                                 "same command again to continue"):
+        meta_train(stopped, SineTasks.from_config(CFG), CFG, checkpoint_dir=tmp_path / "b", progress=False,
+                   deadline=26)
+    monkeypatch.undo()
+    assert load_checkpoint(checkpoint_path(tmp_path / "b"))["step"] == 27
+    resumed = fresh_model()
+    history = meta_train(resumed, SineTasks.from_config(CFG), CFG, checkpoint_dir=tmp_path / "b",
+                         progress=False)
+    assert_same_run(resumed.state_dict(), straight.state_dict())
+    assert history.step == straight_history.step
+    assert history.meta_loss == pytest.approx(straight_history.meta_loss, rel=0, abs=0)
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
@@ -139,6 +185,21 @@ def test_checkpoints_load_with_weights_only(tmp_path):
 def test_checkpoint_writes_leave_no_temporary_file(tmp_path):
     save_checkpoint(tmp_path / "c.pt", {"step": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+
+
+def test_a_failed_checkpoint_write_removes_its_temporary_file_and_keeps_the_last(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "c.pt", {"step": 1})
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("mamlcourse.checkpoint.torch.save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path / "c.pt", {"step": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    assert load_checkpoint(tmp_path / "c.pt")["step"] == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown on a machine without CUDA")

@@ -32,7 +32,7 @@ from torch.func import functional_call
 
 from ..config import MetaConfig
 from ..evaluate import adaptation_curve
-from ..maml import Params, detach_params, get_params, inner_loop, loss_function, meta_loss
+from ..maml import Params, detach_params, get_params, inner_loop, loss_function, meta_loss, place_tasks
 from ..models import ConvNet4, SineMLP, build_model
 from ..tasks import TaskBatch
 from .base import Algorithm, over_tasks, pick_vectorize, split_prefix
@@ -97,6 +97,7 @@ def feature_tasks(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaC
     """
     split = body_and_head(model)
     body_params, _ = split.partition(params)
+    tasks = place_tasks(tasks, params)  # the labels below are used beside the features
 
     def features(p: Params, x_support: Tensor, y_support: Tensor, x_query: Tensor, y_query: Tensor
                  ) -> tuple[Tensor, Tensor]:

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.func import vmap
 
 from ..config import MetaConfig
-from ..maml import Params, default_vectorize
+from ..maml import Params, over_tasks, params_device, resolve_vectorize
 from ..tasks import TaskBatch, TaskSampler
 from ..train import History, Objective, meta_train
+
+__all__ = ["Algorithm", "over_tasks", "pick_vectorize", "split_prefix", "train_algorithm"]
 
 # score(model, tasks, cfg, num_steps) -> [num_tasks, num_steps + 1]
 ScoreFn = Callable[[nn.Module, TaskBatch, MetaConfig, int], Tensor]
@@ -94,33 +95,9 @@ def train_algorithm(algorithm: Algorithm, sampler: TaskSampler, cfg: MetaConfig,
 
 def pick_vectorize(model: nn.Module, tasks: TaskBatch, cfg: MetaConfig,
                    vectorize: bool | None = None) -> bool:
-    """The argument, else ``cfg.vectorize``, else ``maml.default_vectorize`` for the model."""
-    if vectorize is not None:
-        return vectorize
-    if cfg.vectorize is not None:
-        return cfg.vectorize
-    return default_vectorize(model, tasks.device)
-
-
-def over_tasks(task_fn: Callable[..., tuple[Tensor, ...]], params: Params, tasks: TaskBatch, *,
-               vectorize: bool) -> tuple[Tensor, ...]:
-    """Run ``task_fn(params, x_support, y_support, x_query, y_query)`` on every task.
-
-    With ``vectorize`` the tasks run in parallel under ``torch.func.vmap``; otherwise in a
-    Python loop (faster for conv nets on a CPU, see ``maml.default_vectorize``). Either
-    way each output (a tensor, or a dict of tensors such as adapted params) comes back
-    stacked along a new leading task dimension [T, ...].
-    """
-    if vectorize:
-        return vmap(task_fn, in_dims=(None, 0, 0, 0, 0))(params, *tasks)
-    outputs = [task_fn(params, *task) for task in tasks.tasks()]
-    return tuple(_stack(parts) for parts in zip(*outputs))
-
-
-def _stack(parts: tuple[Tensor | Params, ...]) -> Tensor | Params:
-    if isinstance(parts[0], dict):
-        return {name: torch.stack([part[name] for part in parts]) for name in parts[0]}
-    return torch.stack(parts)
+    """The argument, else ``cfg.vectorize``, else ``maml.default_vectorize`` for the model's device."""
+    return resolve_vectorize(vectorize, model, params_device(dict(model.named_parameters())),
+                             configured=cfg.vectorize)
 
 
 def split_prefix(params: Params, prefix: str) -> Params:

@@ -35,7 +35,7 @@ from torch.func import functional_call
 
 from ..config import MetaConfig
 from ..evaluate import adaptation_curve
-from ..maml import Params, get_params, inner_loop, loss_function
+from ..maml import Params, get_params, inner_loop, loss_function, place_tasks
 from ..models import build_model
 from ..tasks import TaskBatch
 from .base import Algorithm, over_tasks, param_name, pick_vectorize, safe_key, split_prefix
@@ -143,6 +143,7 @@ def maml_plus_plus_loss(model: MAMLPlusPlus, params: Params, tasks: TaskBatch, c
     """
     loss_fn = loss_function(cfg.loss)
     net_params, step_lrs = MAMLPlusPlus.split(params, model.num_inner_steps)
+    tasks = place_tasks(tasks, net_params)
     weights = model.step_weights().to(tasks.device)
 
     def task_losses(p: Params, x_support: Tensor, y_support: Tensor, x_query: Tensor, y_query: Tensor

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..config import MetaConfig, OmniglotConfig
-from ..maml import Params, detach_params, get_params
+from ..maml import Params, detach_params, get_params, place_tasks
 from ..models import ConvNet4
 from ..tasks import TaskBatch
 from .base import Algorithm, over_tasks, pick_vectorize
@@ -99,6 +99,7 @@ def protonet_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: Omnig
     Raises:
         ValueError: some task has a class without support examples (no prototype).
     """
+    tasks = place_tasks(tasks, params)
     counts = F.one_hot(tasks.y_support, cfg.n_way).sum(1)          # [T, n_way]
     if bool((counts == 0).any()):
         raise ValueError(f"every class 0..{cfg.n_way - 1} needs a support example in every task; "

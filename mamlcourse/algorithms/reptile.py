@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..config import MetaConfig
-from ..maml import Params, detach_params, inner_loop, loss_function
+from ..maml import Params, detach_params, inner_loop, loss_function, place_tasks
 from ..models import build_model
 from ..tasks import TaskBatch
 from .base import Algorithm, over_tasks, pick_vectorize
@@ -47,6 +47,7 @@ def task_weights(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaCo
         task_loss: [T] loss of each φ_i on its own task's examples (a training loss).
     """
     loss_fn = loss_function(cfg.loss)
+    tasks = place_tasks(tasks, params)
     x = torch.cat([tasks.x_support, tasks.x_query], 1)
     y = torch.cat([tasks.y_support, tasks.y_query], 1)
     task_data = TaskBatch(x, y, x, y)

@@ -3,8 +3,9 @@
 ``train_omniglot`` meta-trains ConvNet4 on the training split of ``cfg.split`` (validating
 on held-out characters every ``cfg.validate_every`` iterations), checkpoints into the run
 folder (a second call resumes), scores ``cfg.eval_tasks`` fixed test tasks after
-0..``cfg.eval_max_steps`` inner steps and writes ``results.json``. The headline accuracy is
-the one after ``cfg.eval_inner_steps`` steps (3 for the paper's 5-way, 5 for 20-way).
+0..``cfg.eval_max_steps`` inner steps and writes ``results.json`` there. ``eval_omniglot``
+re-scores a run folder and writes its ``results.json`` elsewhere, leaving the run as it
+was. The headline accuracy is the one after ``cfg.eval_inner_steps`` steps (3 for the paper's 5-way, 5 for 20-way).
 
 Batch norm uses each task's own batch statistics at test, as the original code: a query
 image's prediction depends on the other query images of its task (transductive).
@@ -48,8 +49,12 @@ def omniglot_samplers(cfg: OmniglotConfig, data_root: str | os.PathLike | None,
 
 def train_omniglot(cfg: OmniglotConfig, out: str | os.PathLike, *, device: torch.device,
                    data_root: str | os.PathLike | None = None, progress: bool = True,
-                   cuda_graph: bool = False) -> dict[str, Any]:
-    """Train (or resume) in ``out``, then score the test tasks and write ``out/results.json``."""
+                   cuda_graph: bool = False, deadline: float | None = None) -> dict[str, Any]:
+    """Train (or resume) in ``out``, then score the test tasks and write ``out/results.json``.
+
+    ``deadline`` (a ``time.monotonic()`` value) stops training at the first iteration past it,
+    saved, with ``train.StoppedAtTimeLimit``.
+    """
     samplers = omniglot_samplers(cfg, data_root, device, progress=progress)
     validate, validate_every = None, 0
     if "validation" in samplers and cfg.validate_every:
@@ -64,14 +69,15 @@ def train_omniglot(cfg: OmniglotConfig, out: str | os.PathLike, *, device: torch
     model = build_model(cfg).to(device)
     history = meta_train(model, samplers["train"], cfg, checkpoint_dir=out, device=device,
                          progress=progress, validate=validate, validate_every=validate_every,
-                         cuda_graph=cuda_graph)
-    return score_run(model, cfg, Path(out), history, samplers["test"])
+                         cuda_graph=cuda_graph, deadline=deadline)
+    return score_run(model, cfg, Path(out) / "results.json", history, samplers["test"])
 
 
-def eval_omniglot(out: str | os.PathLike, *, device: torch.device, data_root: str | os.PathLike | None = None,
-                  num_tasks: int | None = None, inner_steps: int | None = None, lake_runs: bool = False,
+def eval_omniglot(out: str | os.PathLike, *, device: torch.device, results_path: str | os.PathLike,
+                  data_root: str | os.PathLike | None = None, num_tasks: int | None = None,
+                  inner_steps: int | None = None, lake_runs: bool = False,
                   progress: bool = True) -> dict[str, Any]:
-    """Re-score a trained run folder; ``lake_runs`` adds Lake et al.'s 20 one-shot runs."""
+    """Re-score a trained run folder into ``results_path``; ``lake_runs`` adds Lake et al.'s 20 runs."""
     model, cfg, state = load_model(out, device=device)
     changes = {"eval_tasks": num_tasks, "eval_inner_steps": inner_steps}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
@@ -79,7 +85,7 @@ def eval_omniglot(out: str | os.PathLike, *, device: torch.device, data_root: st
         cfg = dataclasses.replace(cfg, eval_max_steps=cfg.eval_inner_steps)
     images = load_images(data_root, image_size=cfg.image_size, progress=progress)
     test = OmniglotTasks.from_config(cfg, "test", omniglot=images, device=device)
-    return score_run(model, cfg, Path(out), History.from_dict(state["history"]), test,
+    return score_run(model, cfg, Path(results_path), History.from_dict(state["history"]), test,
                      lake_root=data_root if lake_runs else None, lake=lake_runs)
 
 
@@ -114,7 +120,8 @@ def score_lake_runs(model: ConvNet4, cfg: OmniglotConfig, root: str | os.PathLik
             "human_error_percent": LAKE_HUMAN_ERROR, "bpl_error_percent": LAKE_BPL_ERROR}
 
 
-def score_run(model: nn.Module, cfg: OmniglotConfig, out: Path, history: History, test: OmniglotTasks, *,
+def score_run(model: nn.Module, cfg: OmniglotConfig, results_path: Path, history: History,
+              test: OmniglotTasks, *,
               lake: bool = False, lake_root: str | os.PathLike | None = None) -> dict[str, Any]:
     tic = time.perf_counter()
     device = next(model.parameters()).device
@@ -141,7 +148,7 @@ def score_run(model: nn.Module, cfg: OmniglotConfig, out: Path, history: History
     if lake:
         results["lake_runs"] = score_lake_runs(model, cfg, lake_root)
     results["eval_seconds"] = time.perf_counter() - tic
-    write_json(out / "results.json", results)
+    write_json(results_path, results)
     return results
 
 

@@ -3,8 +3,9 @@
 ``train_sine`` meta-trains MAML, pretrains the baseline with the same budget, tunes the
 baseline's fine-tuning step size on validation tasks, scores both on the same fixed test
 tasks for every K in ``cfg.eval_k_shots`` after 0..``cfg.eval_max_steps`` steps, and
-writes ``results.json``. Every stage checkpoints into the run folder, so running it again
-resumes, and a finished run only re-scores.
+writes ``results.json`` into the run folder. Every stage checkpoints there, so running it
+again resumes, and a finished run only re-scores. ``eval_sine`` re-scores a run folder and
+writes its ``results.json`` elsewhere, leaving the run folder as it was.
 """
 
 from __future__ import annotations
@@ -45,24 +46,29 @@ def score(model: torch.nn.Module, cfg: SineConfig, *, inner_lr: float | None = N
 
 
 def train_sine(cfg: SineConfig, out: str | os.PathLike, *, device: torch.device,
-               progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) MAML and the baseline in ``out``, score both, write ``out/results.json``."""
+               progress: bool = True, deadline: float | None = None) -> dict[str, Any]:
+    """Train (or resume) MAML and the baseline in ``out``, score both, write ``out/results.json``.
+
+    ``deadline`` (a ``time.monotonic()`` value) stops either training at the first iteration
+    past it, saved, with ``train.StoppedAtTimeLimit``.
+    """
     out = Path(out)
     sampler = SineTasks.from_config(cfg)
 
     torch.manual_seed(cfg.seed)
     maml_model = build_model(cfg).to(device)
     maml_history = meta_train(maml_model, sampler, cfg, checkpoint_dir=out, device=device,
-                              progress=progress)
+                              progress=progress, deadline=deadline)
     torch.manual_seed(cfg.seed + 1)
     baseline = build_model(cfg).to(device)
-    baseline_history = pretrain(baseline, sampler, cfg, checkpoint_dir=out, progress=progress)
-    return score_run(maml_model, baseline, cfg, out, maml_history, baseline_history)
+    baseline_history = pretrain(baseline, sampler, cfg, checkpoint_dir=out, progress=progress,
+                                deadline=deadline)
+    return score_run(maml_model, baseline, cfg, out / "results.json", maml_history, baseline_history)
 
 
-def eval_sine(out: str | os.PathLike, *, device: torch.device, num_tasks: int | None = None
-              ) -> dict[str, Any]:
-    """Re-score a trained run folder (MAML and, when present, the baseline)."""
+def eval_sine(out: str | os.PathLike, *, device: torch.device, num_tasks: int | None = None,
+              results_path: str | os.PathLike) -> dict[str, Any]:
+    """Re-score a trained run folder (MAML and, when present, the baseline) into ``results_path``."""
     out = Path(out)
     model, cfg, state = load_model(out, device=device)
     if num_tasks is not None:
@@ -71,10 +77,11 @@ def eval_sine(out: str | os.PathLike, *, device: torch.device, num_tasks: int | 
     if checkpoint_path(out, "baseline").exists():
         baseline, _, baseline_state = load_model(out, "baseline", device=device)
         baseline_history = History.from_dict(baseline_state["history"])
-    return score_run(model, baseline, cfg, out, History.from_dict(state["history"]), baseline_history)
+    return score_run(model, baseline, cfg, Path(results_path), History.from_dict(state["history"]),
+                     baseline_history)
 
 
-def score_run(model, baseline, cfg: SineConfig, out: Path, history: History,
+def score_run(model, baseline, cfg: SineConfig, results_path: Path, history: History,
               baseline_history: History | None) -> dict[str, Any]:
     tic = time.perf_counter()
     maml_scores = score(model, cfg)
@@ -103,7 +110,7 @@ def score_run(model, baseline, cfg: SineConfig, out: Path, history: History,
     results["ms_per_iteration"] = history.ms_per_iteration
     results["paper_5shot"] = {name: {str(k): v for k, v in row.items()}
                               for name, row in PAPER_SINE_5SHOT.items()}
-    write_json(out / "results.json", results)
+    write_json(results_path, results)
     return results
 
 
