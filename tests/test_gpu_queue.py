@@ -290,9 +290,14 @@ def test_the_deadline_stops_a_run_and_keeps_its_last_checkpoint(tmp_path):
                               "--checkpoint-seconds", "0.02", "--min-chunk-seconds", "1")
     record = json.loads((gpu1 / qj.ledger_path("tiny")).read_text())["windows"][0]
     chunk = record["chunks"][0]
-    assert chunk["stopped"] == "stopped at the window's deadline", done.stdout
-    assert chunk["planned_to"] == 400 and chunk["to_step"] < 400
-    assert chunk["to_step"] % 5 == 0  # a checkpoint every 5 iterations (0.02 s at the believed 4 ms)
+    # 100,000 iterations cannot fit in 45 s on any CPU: the run is cut, by the queue's hard guard
+    # at the deadline or, first, by the CLI's own --time-limit (a clean save at the step reached).
+    log = (gpu1 / job.folder / "train.log").read_text()
+    by_guard = chunk["stopped"] == "stopped at the window's deadline"
+    assert by_guard or (chunk["rc"] == 0 and "stopped at the time limit" in log), done.stdout + log[-2000:]
+    assert 0 <= chunk["to_step"] < chunk["planned_to"] <= 100_000  # planned past what fits
+    if by_guard:
+        assert chunk["to_step"] % 5 == 0  # a checkpoint every 5 iterations (0.02 s at the believed 4 ms)
     assert record["wall_s"] < 45
     assert "ms_per_iteration" not in chunk or chunk["ms_per_iteration"] > 4.0  # the ledger learnt the truth
     # What the stop left is a whole checkpoint at a checkpoint step, from which the CLI resumes

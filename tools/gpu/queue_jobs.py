@@ -109,7 +109,7 @@ QUEUES: dict[str, list] = {
                  options=("--tasks-per-batch", "2")),
         TrainJob("tiny-b", "quick", "trained/tiny-b", target=24, eval_tasks=6,
                  options=("--tasks-per-batch", "2", "--seed", "1")),
-        TrainJob("tiny-long", "quick", "trained/tiny-long", target=400, eval_tasks=6,
+        TrainJob("tiny-long", "quick", "trained/tiny-long", target=100_000, eval_tasks=6,
                  options=("--tasks-per-batch", "2", "--seed", "2")),
         CommandJob("tiny-speed", ("{python}", "{code}/benchmarks/meta_step.py", "--config", "sine", "--device",
                                   "{device}", "--iterations", "3", "--warmup", "1", "--peers", ""),
