@@ -41,6 +41,8 @@ class MetaToCpu(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not (args and isinstance(args[0], torch.Tensor)):
+            return func(*args, **kwargs)
         if func is torch.ops.aten._local_scalar_dense.default and args[0].device == OTHER:
             return False if args[0].dtype == torch.bool else 0
         if (func is torch.ops.aten._to_copy.default and args[0].device == OTHER
