@@ -114,3 +114,23 @@ def omniglot_root(archives: tuple[str, ...]) -> Path:
                  f"({_failed_downloads[key]}). To run these tests, run them again online (or with "
                  f"${URL_ENV} naming a mirror), or point --data DIR or ${DATA_ENV} at a folder "
                  f"holding the zips")
+
+
+def expect_pass(check, fn, capsys, exercise: str) -> None:
+    """An exercise check accepts ``fn`` and says so."""
+    check(fn)
+    assert f"✓ Exercise {exercise} passed" in capsys.readouterr().out
+
+
+def expect_fail(check, fn, exercise: str, *fragments: str) -> str:
+    """An exercise check refuses ``fn`` with a message that names each of ``fragments``."""
+    from mamlcourse.checks import ExerciseCheckFailed
+
+    with pytest.raises(ExerciseCheckFailed) as info:
+        check(fn)
+    message = str(info.value)
+    assert info.value.exercise == exercise
+    assert message.startswith(f"Exercise {exercise}: ")
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message

@@ -12,24 +12,9 @@ import torch
 from torch.func import functional_call
 
 import mamlcourse as mc
+from conftest import expect_fail, expect_pass
 from mamlcourse import checks
 from mamlcourse.checks import ExerciseCheckFailed, ExerciseNotDone
-
-
-def expect_pass(check, fn, capsys, exercise: str) -> None:
-    check(fn)
-    assert f"✓ Exercise {exercise} passed" in capsys.readouterr().out
-
-
-def expect_fail(check, fn, exercise: str, *fragments: str) -> str:
-    with pytest.raises(ExerciseCheckFailed) as info:
-        check(fn)
-    message = str(info.value)
-    assert info.value.exercise == exercise
-    assert message.startswith(f"Exercise {exercise}: ")
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
 
 
 # ---------------------------------------------------------------------------------------

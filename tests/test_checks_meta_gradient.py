@@ -10,21 +10,8 @@ import torch
 from torch.func import functional_call, grad, jvp
 
 import mamlcourse as mc
+from conftest import expect_fail, expect_pass
 from mamlcourse import checks
-from mamlcourse.checks import ExerciseCheckFailed
-
-
-def expect_pass(check, fn, capsys, exercise):
-    check(fn)
-    assert f"✓ Exercise {exercise} passed" in capsys.readouterr().out
-
-
-def expect_fail(check, fn, exercise, *fragments):
-    with pytest.raises(ExerciseCheckFailed) as info:
-        check(fn)
-    assert info.value.exercise == exercise
-    for fragment in fragments:
-        assert fragment in str(info.value), f"{fragment!r} not in {info.value}"
 
 
 # 7.1 and 7.2: Hessian-vector products
