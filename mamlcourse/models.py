@@ -4,6 +4,11 @@ Both are plain ``nn.Module``s. MAML never touches their attributes: it reads
 ``dict(model.named_parameters())`` once and calls the model with other parameters
 through ``torch.func.functional_call`` (see ``maml.py``).
 
+Each network also says how it splits into a body and a head, for the algorithms that
+adapt only the head (ANIL): ``body(x)`` gives the features [n, d] the head sees,
+``head`` is the last linear layer, and ``head_prefix`` is how the head's parameter
+names start (every other parameter is the body's). ``forward`` is ``head(body(x))``.
+
 Example:
     >>> model = ConvNet4(n_way=5)
     >>> model(torch.zeros(10, 1, 28, 28)).shape
@@ -39,12 +44,26 @@ class SineMLP(nn.Module):
                 nn.init.trunc_normal_(layer.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def head(self) -> nn.Linear:
+        """The last layer, hidden_sizes[-1] -> 1."""
+        return self.layers[-1]
+
+    @property
+    def head_prefix(self) -> str:
+        """How the head's parameter names start (``"layers.2."``); the other parameters are the body."""
+        return f"layers.{len(self.layers) - 1}."
+
+    def body(self, x: Tensor) -> Tensor:
+        """The hidden layers' output, what the head sees: x [n, 1] -> features [n, hidden_sizes[-1]]."""
         # Unpacked rather than sliced: ``self.layers[:-1]`` builds a new ModuleList per call.
-        *hidden, output = self.layers
+        *hidden, _ = self.layers
         for layer in hidden:
             x = F.relu(layer(x))
-        return output(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
 
 
 class BatchStatNorm(nn.Module):
@@ -100,6 +119,8 @@ class ConvNet4(nn.Module):
     Shapes: x [n, in_channels, image_size, image_size] -> logits [n, n_way].
     """
 
+    head_prefix = "head."  # the head's parameter names start so; the other parameters are the body
+
     def __init__(self, n_way: int = 5, in_channels: int = 1, num_filters: int = 64,
                  image_size: int = 28):
         super().__init__()
@@ -114,10 +135,14 @@ class ConvNet4(nn.Module):
         self.features = nn.Sequential(*blocks)
         self.head = nn.Linear(num_filters * size * size, n_way)
 
+    def body(self, x: Tensor) -> Tensor:
+        """The four blocks, flattened: x [n, C, H, W] -> features [n, num_filters * size * size]."""
+        return self.features(x).flatten(1)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type == "cpu":
             x = channels_last(x)
-        return self.head(self.features(x).flatten(1))
+        return self.head(self.body(x))
 
 
 def build_model(cfg: MetaConfig) -> nn.Module:

@@ -135,15 +135,18 @@ def test_reptile_in_meta_train_takes_an_adam_step_toward_phi():
 
 # --- ANIL ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("setup, cfg", [(sine_setup, SINE), (conv_setup, CONV)], ids=["mlp", "conv"])
-def test_anil_leaves_the_body_unadapted_and_adapts_the_head(setup, cfg):
+@pytest.mark.parametrize("setup, cfg, head", [(sine_setup, SINE, {"layers.2.weight", "layers.2.bias"}),
+                                               (conv_setup, CONV, {"head.weight", "head.bias"})],
+                         ids=["mlp", "conv"])
+def test_anil_leaves_the_body_unadapted_and_adapts_the_head(setup, cfg, head):
+    """Only the last linear layer's tensors move in ANIL's inner loop; the model names them."""
     model, tasks = setup()
     params = get_params(model)
     adapted = adapt(model, params, tasks.x_support[0], tasks.y_support[0], cfg)
-    head_prefix = body_and_head(model).head_prefix
+    assert {n for n in params if n.startswith(body_and_head(model).head_prefix)} == head
     assert adapted.keys() == params.keys()
     for name in params:
-        if name.startswith(head_prefix):
+        if name in head:
             assert not torch.equal(adapted[name], params[name]), f"head tensor {name} did not adapt"
         else:
             assert torch.equal(adapted[name], params[name]), f"body tensor {name} changed in the inner loop"
@@ -166,6 +169,13 @@ def test_anil_meta_gradient_is_maml_with_no_step_on_the_body(float64, setup, cfg
     assert max_abs_diff(got, want) < 1e-10
     body = [n for n in params if not n.startswith(head_prefix) and not n.endswith("bias")]
     assert all(got[n].abs().max() > 1e-8 for n in body), "a body weight received no meta-gradient"
+
+
+def test_anil_asks_a_model_without_body_and_head_for_them():
+    model = torch.nn.Sequential(torch.nn.Linear(1, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    with pytest.raises(TypeError, match="Sequential, which has no body, head, head_prefix: give it a "
+                                        "`body.x. -> features` method"):
+        body_and_head(model)
 
 
 def test_anil_body_gradient_flows_through_the_heads_adaptation(float64):

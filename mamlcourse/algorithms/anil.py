@@ -26,16 +26,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..config import MetaConfig
 from ..evaluate import adaptation_curve
 from ..maml import Params, detach_params, get_params, inner_loop, loss_function, meta_loss, place_tasks
-from ..models import ConvNet4, SineMLP, build_model
+from ..models import build_model
 from ..tasks import TaskBatch
 from .base import Algorithm, over_tasks, pick_vectorize, split_prefix
+
+
+class _Body(nn.Module):
+    """``model.body`` as a module's ``forward``, so that ``functional_call`` runs it with other params."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.body(x)
 
 
 @dataclass(frozen=True)
@@ -43,14 +53,18 @@ class BodyHead:
     """A network seen as body (feature extractor) then head (last linear layer).
 
     Attributes:
-        body: ``body(body_params, x) -> features`` [n, d], body_params named as in the model.
+        body_module: the model's ``body`` wrapped as a module (see ``body``).
         head: the head module, called with ``functional_call`` on the features.
         head_prefix: how the head's parameter names start in the model (``"head."``).
     """
 
-    body: Callable[[Params, Tensor], Tensor]
+    body_module: nn.Module
     head: nn.Module
     head_prefix: str
+
+    def body(self, body_params: Params, x: Tensor) -> Tensor:
+        """f_{θ_b}(x): features [n, d], body_params named as in the model."""
+        return functional_call(self.body_module, {"model." + n: p for n, p in body_params.items()}, (x,))
 
     def partition(self, params: Params) -> tuple[Params, Params]:
         """(body params, head params), the latter renamed as the head module names them."""
@@ -59,29 +73,19 @@ class BodyHead:
 
 
 def body_and_head(model: nn.Module) -> BodyHead:
-    """The body and head of the course's networks (``ConvNet4``, ``SineMLP``).
+    """The body and head the model declares (``body(x)``, ``head``, ``head_prefix``, see ``models.py``).
 
     Raises:
-        TypeError: another network; give it a ``features`` module and a ``head`` module
-            (as ``ConvNet4``), and ANIL will use them.
+        TypeError: the model does not declare them; give it a ``body(x) -> features [n, d]``
+            method, a ``head`` module and a ``head_prefix`` string, as ``SineMLP`` and ``ConvNet4``.
     """
-    if isinstance(model, SineMLP):
-        *hidden, head = model.layers
-        last = len(hidden)
-
-        def mlp_body(params: Params, x: Tensor) -> Tensor:
-            for i, layer in enumerate(hidden):
-                x = F.relu(functional_call(layer, split_prefix(params, f"layers.{i}."), (x,)))
-            return x
-
-        return BodyHead(mlp_body, head, f"layers.{last}.")
-    if isinstance(model, ConvNet4) or (hasattr(model, "features") and hasattr(model, "head")):
-        def conv_body(params: Params, x: Tensor) -> Tensor:
-            return functional_call(model.features, split_prefix(params, "features."), (x,)).flatten(1)
-
-        return BodyHead(conv_body, model.head, "head.")
-    raise TypeError(f"ANIL needs to know the body and head of {type(model).__name__}: give it a "
-                    "`features` module and a `head` module (as ConvNet4 has)")
+    missing = [name for name in ("body", "head", "head_prefix") if not hasattr(model, name)]
+    if missing:
+        raise TypeError(f"ANIL needs to know the body and head of {type(model).__name__}, which has no "
+                        f"{', '.join(missing)}: give it a `body(x) -> features` method, a `head` module "
+                        "and a `head_prefix` string naming the head's parameters (as SineMLP and "
+                        "ConvNet4 have, see mamlcourse/models.py)")
+    return BodyHead(_Body(model), model.head, model.head_prefix)
 
 
 def feature_tasks(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfig, *,
@@ -113,7 +117,7 @@ def anil_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfi
     """ANIL's meta-loss: MAML's ``meta_loss`` on the head, over the body's features.
 
     Args:
-        model: a ``SineMLP`` or ``ConvNet4`` (see ``body_and_head``).
+        model: a network with a body and a head, as ``SineMLP`` and ``ConvNet4`` (see ``body_and_head``).
         params: θ, body and head, named as in the model.
         tasks: T tasks.
         cfg: inner_lr, num_inner_steps, first_order and the loss, as for MAML.
