@@ -107,8 +107,8 @@ def inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_support: T
             starting with ``params``) instead of only the last.
         grad_with: ``"func"`` takes the inner gradient with ``torch.func.grad``, which runs
             under ``vmap`` and inside ``torch.no_grad()``; ``"autograd"`` with
-            ``torch.autograd.grad`` (``create_graph=not first_order``), the same numbers and
-            ~7% faster on a CPU, but only outside ``vmap`` with gradients enabled and
+            ``torch.autograd.grad`` (``create_graph=not first_order``), the same numbers
+            without ``torch.func``'s wrapping, but only outside ``vmap`` with gradients enabled and
             ``params`` requiring grad (``meta_loss``'s loop path uses it).
 
     Returns:
@@ -158,11 +158,12 @@ def adaptation_trajectory(model: nn.Module, params: Params, x_support: Tensor, y
 def default_vectorize(model: nn.Module, device: torch.device | str) -> bool:
     """Whether a meta-batch should run under ``vmap`` (True) or as a loop (False).
 
-    Measured (benchmarks/meta_step.py, tools/gpu/): on a 2-core CPU vmap is about 7x
-    faster than a loop for the sine MLP, whose cost is per-operation overhead, but slower
-    and far larger in memory for ConvNet4, whose cost is arithmetic. On an H200 the loop
-    pays kernel launches per task and vmap is 20x faster for paper-5w1s (26 ms vs 528 ms
-    per meta-iteration; 7.7 ms replayed as a CUDA graph).
+    vmap for a network without convolutions (the sine MLP), whose cost is per-operation
+    overhead that vmap pays once for all tasks. For a conv net (ConvNet4), vmap on CUDA,
+    where a loop pays kernel launches per task, and a loop on the CPU, where the cost is
+    arithmetic that vmap does not reduce and vmap's batched intermediates take more memory.
+    The timings behind this rule, with their commands: docs/results.md, "Measurements
+    moved out of docstrings (issue 16)".
     """
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     if not has_conv:

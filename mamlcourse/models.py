@@ -29,8 +29,8 @@ class SineMLP(nn.Module):
 
     Starts from PyTorch's default initialisation. ``init_std=0.01`` instead draws weights
     from a truncated normal of that standard deviation with zero biases, as the original
-    code; after 70,000 iterations that start scored worse here (5-shot MSE after 10 steps
-    0.52 vs 0.37, see docs/results.md), so it is not the default.
+    code; after 70,000 iterations that start scored worse in the course's sine run
+    (docs/results.md, "Sine waves, the paper's settings"), so it is not the default.
 
     Shapes: x [n, 1] -> y [n, 1].
     """
@@ -75,7 +75,7 @@ class BatchStatNorm(nn.Module):
 
     The affine part is applied by hand after a plain normalisation: under
     ``torch.func.vmap``, ``F.batch_norm(..., weight, bias)`` gives wrong second-order
-    gradients (see ../shared/notes and ``tests/test_maml.py``).
+    gradients (``tests/test_maml.py``, ``test_the_trap_is_real_for_fused_affine_batch_norm``).
 
     Shapes: x [n, C, H, W] -> [n, C, H, W].
     """
@@ -96,7 +96,7 @@ class BatchStatNorm(nn.Module):
 def channels_last(x: Tensor) -> Tensor:
     """The same [n, C, H, W] tensor, stored channels-last (NHWC) in memory.
 
-    The CPU's convolution and pooling kernels (oneDNN) run several times faster on this
+    The CPU's convolution and pooling kernels (oneDNN) have faster paths for this
     layout. Written with permutes rather than ``x.to(memory_format=torch.channels_last)``
     so that it also runs under ``torch.func.vmap``.
     """

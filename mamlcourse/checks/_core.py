@@ -53,7 +53,7 @@ def single_threaded(check: Callable) -> Callable:
     """Run ``check`` with one CPU thread, restoring the setting after.
 
     The checks' models are tiny: thread hand-offs cost more than the arithmetic, and on a
-    busy 2-core machine two threads made a check 50 times slower than one.
+    machine whose cores are busy a second thread waits for a free core at every operation.
     """
     @functools.wraps(check)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

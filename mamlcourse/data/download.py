@@ -7,7 +7,7 @@ unless asked (``download=True``): a mistyped ``--data`` should not fill a new fo
 
 Every archive is checked by its checksum before a byte of it is used. Both the official
 files of ``brendenlake/omniglot`` and the course's rebuilt copies of the two large zips are
-accepted (see ``/work/shared/data/omniglot/README.md``). A download goes to a temporary
+accepted (``ARCHIVES`` lists both). A download goes to a temporary
 name in the target folder and is moved into place only once its checksum is right, so a
 truncated transfer or an HTML error page never ends up under the zip's name.
 

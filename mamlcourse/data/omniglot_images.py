@@ -10,7 +10,7 @@ file is rebuilt. It is written to a temporary file and renamed, so a failure nev
 half a cache.
 
 Example:
-    >>> omniglot = load_images()     # ~4-6 s on 2 CPU cores the first time, ~0.1 s after
+    >>> omniglot = load_images()     # decodes the PNGs the first time; later calls read the cache
     >>> omniglot.images.shape, omniglot.images.dtype
     (torch.Size([1623, 20, 28, 28]), torch.uint8)
     >>> omniglot.names[0]

@@ -12,7 +12,7 @@ Example:
     >>> explorer                     # the last line of a cell displays the widget
     >>> explorer.render(step=3).step
     3
-    >>> measure_redraws(explorer, "step").median_ms   # ~30-60 ms on a 2-core CPU
+    >>> measure_redraws(explorer, "step").median_ms   # median wall time of a redraw, in ms
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from PIL import Image
 V = TypeVar("V")
 T = TypeVar("T")
 
-# zlib level 1: PNGs ~10% larger than the default level 6, encoded several times faster.
+# zlib level 1, its fastest: PNGs a little larger than the default level 6's, encoded sooner.
 PNG_COMPRESS_LEVEL = 1
 
 
@@ -68,9 +68,9 @@ def torch_threads(num_threads: int) -> Iterator[None]:
 
     The explorers adapt one task at a time: the sine network's operations (40-unit
     layers, a few dozen points) are too small to split between threads, and one Omniglot
-    episode (80 images) hardly gains from a second thread. On a busy 2-core machine (or
-    a JupyterHub node shared by a class) a second thread made each inner step 3 to 100
-    times slower, threads waiting for each other, so the explorers compute on one.
+    episode (80 images) hardly gains from a second thread. On a machine whose cores are
+    busy (or a JupyterHub node shared by a class) a second thread waits for a free core
+    at every operation, so the explorers compute on one.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(num_threads)

@@ -3,9 +3,9 @@
 ``sine_inits`` gives the three sine initialisations (MAML, pretrained, random);
 ``omniglot_model`` the 5-way 1-shot Omniglot model. Each first looks for the course's
 shipped run (``trained/sine-paper``, ``trained/omniglot-5w1s``); when it is absent, it
-trains the quick preset instead (seconds for sine, about a minute for Omniglot on a
-CPU), into ``checkpoint_dir`` when given so a second run loads it, and says so in its
-``origin`` line. Nothing here changes the global random state.
+trains the quick preset instead (a short run), into ``checkpoint_dir`` when given so a
+second run loads it, and says so in its ``origin`` line. Nothing here changes the global
+random state.
 
 Example:
     >>> sine = sine_inits(trained_dir="../trained/sine-paper", checkpoint_dir="../runs/lesson04-sine")
@@ -140,7 +140,7 @@ def omniglot_model(*, trained_dir: PathLike | None = None, checkpoint_dir: PathL
         trained_dir: a run folder with ``checkpoint.pt``, e.g. ``trained/omniglot-5w1s``.
         checkpoint_dir: where a quick run is checkpointed, so the next call loads it.
         cfg: what to train when no shipped run is found (default: the ``"quick"`` preset,
-            about a minute on a 2-core CPU, well above chance but far from the paper's 98.7%).
+            well above chance but far from the paper's 98.7%).
         data_root: the folder with the Omniglot zips (default ``$MAMLCOURSE_DATA``).
         omniglot: images already loaded with ``mamlcourse.data.omniglot.load_images``
             (saves loading them twice when the lesson also draws test episodes).
