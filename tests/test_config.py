@@ -1,4 +1,4 @@
-"""Configs: the paper's presets, validation with messages that name the option, the run id, mode and device."""
+"""Configs: the paper's presets, validation naming the option, the run id, mode and device."""
 
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ def all_fields():
 def test_every_field_declares_its_role_and_the_call_fields_are_these():
     """A new field without run_field/call_field fails here, and so does a field moved across."""
     roles = {f.name: f.metadata.get("role") for _, f in all_fields()}
-    assert set(roles.values()) == {RUN, CALL}, [name for name, role in roles.items() if role not in (RUN, CALL)]
+    assert set(roles.values()) == {RUN, CALL}, [name for name, role in roles.items()
+                                                if role not in (RUN, CALL)]
     assert {name for name, role in roles.items() if role == CALL} == CALL_FIELDS
 
 
