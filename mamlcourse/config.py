@@ -5,7 +5,7 @@ visible cell, ``cfg = dataclasses.replace(cfg, inner_lr=0.1)``; the dataclasses
 validate themselves, so a bad value fails where it is written, with the fix in the
 message.
 
-Each field says where it is declared which of two kinds it is:
+Each field declares its role where it is written, one of two:
 
 - ``run_field``: it defines the run (what is computed: the task distribution, the model,
   the inner and outer loops, the seed). ``cfg.run_settings()`` collects these fields and the
