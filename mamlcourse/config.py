@@ -372,9 +372,18 @@ def omniglot_preset(name: str = "paper-5w1s") -> OmniglotConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> MetaConfig:
-    """Rebuild a config written by ``MetaConfig.to_dict`` (for example from a checkpoint)."""
+    """Rebuild a config written by ``MetaConfig.to_dict`` (for example from a checkpoint).
+
+    A field the dict lacks takes its default; a key no field has is ignored.
+
+    Raises:
+        ValueError: the dict names no known task.
+    """
     data = dict(data)
-    cls = CONFIG_CLASSES[data.pop("task")]
+    task = data.pop("task", None)
+    if task not in CONFIG_CLASSES:
+        raise ValueError(f"a config of unknown task {task!r}: expected one of {sorted(CONFIG_CLASSES)}")
+    cls = CONFIG_CLASSES[task]
     names = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():

@@ -83,6 +83,8 @@ def test_config_round_trips_through_a_plain_dict():
         data = cfg.to_dict()
         assert all(isinstance(v, (int, float, str, bool, list, type(None))) for v in data.values())
         assert config_from_dict(data) == cfg
+    with pytest.raises(ValueError, match=r"unknown task 'mnist': expected one of \['omniglot', 'sine'\]"):
+        config_from_dict({"task": "mnist"})
 
 
 # The settings a run may change when it is resumed: how long it goes, how it is logged,
