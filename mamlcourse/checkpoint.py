@@ -1,12 +1,12 @@
 """Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, keyed by run id.
 
 A checkpoint holds plain types and tensors only (model and optimizer state, step, RNG
-states, the config as a dict, the history), so it loads without unpickling code. Its run
-id is computed from its config dict (``config.MetaConfig.run_id``); a run resumes it only
-under the same run id. It is
+states, the config as a dict, the history), so it loads without unpickling code. It is
 written to a temporary file of its own (a unique name in the same folder) and moved into
 place, so a run killed while saving leaves the previous checkpoint whole, and a failed
-write (a full disk) removes its temporary file. ``training_state.TrainingState`` is what
+write (a full disk) removes its temporary file. Its run id is computed from its config
+dict (``config.MetaConfig.run_id``); a run resumes it only under the same run id
+(``check_compatible``). ``training_state.TrainingState`` is what
 writes and reads a run's checkpoints; this module is the file format.
 """
 
@@ -86,9 +86,8 @@ def check_compatible(saved_config: dict[str, Any], cfg: MetaConfig, where: str |
         return
     before, now = saved.run_settings(), cfg.run_settings()
     keys = ["task"] if before["task"] != now["task"] else before
-    differences = [f"{option_name(key)}: checkpoint {before.get(key)!r}, now {now.get(key)!r}"
-                   for key in keys
-                   if run_id({key: before.get(key)}) != run_id({key: now.get(key)})]  # 2 == 2.0
+    differences = [f"{option_name(key)}: checkpoint {before[key]!r}, now {now[key]!r}" for key in keys
+                   if run_id({key: before[key]}) != run_id({key: now[key]})]  # as run_id compares: 2 == 2.0
     raise CheckpointMismatch(
         f"the checkpoint in {where} was made with other settings ({'; '.join(differences)}). "
         "Resume it with its own settings, or train into another folder (--out).")
