@@ -1,10 +1,12 @@
-"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, keyed by config.
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, keyed by run id.
 
 A checkpoint holds plain types and tensors only (model and optimizer state, step, RNG
 states, the config as a dict, the history), so it loads without unpickling code. It is
 written to a temporary file of its own (a unique name in the same folder) and moved into
 place, so a run killed while saving leaves the previous checkpoint whole, and a failed
-write (a full disk) removes its temporary file. ``training_state.TrainingState`` is what
+write (a full disk) removes its temporary file. Its run id is computed from its config
+dict (``config.MetaConfig.run_id``); a run resumes it only under the same run id
+(``check_compatible``). ``training_state.TrainingState`` is what
 writes and reads a run's checkpoints; this module is the file format.
 """
 
@@ -17,17 +19,9 @@ from typing import Any
 
 import torch
 
-from .config import MetaConfig, option_name
+from .config import MetaConfig, config_from_dict, option_name, run_id
 
 FORMAT_VERSION = 1
-
-# Settings that may change between a run and its resumption: they change how long a run
-# goes on or how it is watched, not what it computes.
-RESUMABLE_FIELDS = frozenset({
-    "num_iterations", "checkpoint_every", "log_every", "eval_tasks", "eval_inner_steps",
-    "eval_max_steps", "vectorize", "validate_every", "validation_tasks", "eval_k_shots",
-    "eval_query_points", "eval_k_query", "baseline_lrs",
-})
 
 
 class CheckpointMismatch(ValueError):
@@ -77,22 +71,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def check_compatible(saved: dict[str, Any], cfg: MetaConfig, where: str | os.PathLike) -> None:
-    """Refuse to resume a checkpoint made with other settings, naming each difference.
+def check_compatible(saved_config: dict[str, Any], cfg: MetaConfig, where: str | os.PathLike) -> None:
+    """Refuse to resume a checkpoint of another run: its run id must equal ``cfg.run_id()``.
+
+    ``saved_config`` is the checkpoint's config dict; its run id is computed from it (through
+    ``config_from_dict``, which gives a field the dict lacks its default), so every checkpoint,
+    whenever written, is compared the same way. The message names each run setting that differs.
 
     Raises:
-        CheckpointMismatch: some setting outside ``RESUMABLE_FIELDS`` differs.
+        CheckpointMismatch: the run ids differ.
     """
-    current = cfg.to_dict()
-    differences = [
-        f"{option_name(key)}: checkpoint {saved.get(key)!r}, now {value!r}"
-        for key, value in current.items()
-        if key not in RESUMABLE_FIELDS and saved.get(key) != value
-    ]
-    if differences:
-        raise CheckpointMismatch(
-            f"the checkpoint in {where} was made with other settings ({'; '.join(differences)}). "
-            "Resume it with its own settings, or train into another folder (--out).")
+    saved = config_from_dict(saved_config)
+    if saved.run_id() == cfg.run_id():
+        return
+    before, now = saved.run_settings(), cfg.run_settings()
+    keys = ["task"] if before["task"] != now["task"] else before
+    differences = [f"{option_name(key)}: checkpoint {before[key]!r}, now {now[key]!r}" for key in keys
+                   if run_id({key: before[key]}) != run_id({key: now[key]})]  # as run_id compares: 2 == 2.0
+    raise CheckpointMismatch(
+        f"the checkpoint in {where} was made with other settings ({'; '.join(differences)}). "
+        "Resume it with its own settings, or train into another folder (--out).")
 
 
 def load_model(path: str | os.PathLike, name: str = "checkpoint",
@@ -104,7 +102,6 @@ def load_model(path: str | os.PathLike, name: str = "checkpoint",
         >>> state["step"]
         70000
     """
-    from .config import config_from_dict
     from .models import build_model
 
     path = Path(path)

@@ -15,6 +15,7 @@ stop the command with one line naming the problem and the fix, never a traceback
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -85,14 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace):
+    """The preset with every option given: an option whose ``dest`` is a config field sets it."""
     preset = args.preset or ("paper" if args.task == "sine" else "paper-5w1s")
     cfg = get_preset(args.task, preset)
-    changes = {name: getattr(args, name) for name in (
-        "num_iterations", "seed", "inner_lr", "outer_lr", "num_inner_steps", "tasks_per_batch",
-        "k_shot", "k_query", "first_order", "checkpoint_every", "eval_tasks")}
-    if args.task == "omniglot":
-        changes["n_way"] = args.n_way
-    elif args.n_way is not None:
+    fields = {f.name for f in dataclasses.fields(cfg)} - {"preset", "vectorize"}
+    changes = {name: value for name, value in vars(args).items() if name in fields}
+    if args.task == "sine" and args.n_way is not None:
         raise ValueError("--n-way applies to omniglot only")
     if args.task == "sine" and (args.data is not None or args.cuda_graph):
         raise ValueError("--data and --cuda-graph apply to omniglot only")
@@ -127,8 +126,8 @@ def run(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-        # TF32 convolutions put the float32 meta-gradient ~5% off the float64 one (measured on an
-        # H200, docs/results.md); off unless asked for, at ~25% of the speed.
+        # TF32 trades exactness of matmuls and convolutions for speed, which moves the float32
+        # meta-gradient (docs/results.md measures both); off unless --tf32 asks for it.
         allow = getattr(args, "tf32", False)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
     progress = not args.no_progress

@@ -5,15 +5,28 @@ visible cell, ``cfg = dataclasses.replace(cfg, inner_lr=0.1)``; the dataclasses
 validate themselves, so a bad value fails where it is written, with the fix in the
 message.
 
+Each field declares its role where it is written, one of two:
+
+- ``run_field``: it defines the run (what is computed: the task distribution, the model,
+  the inner and outer loops, the seed). ``cfg.run_settings()`` collects these fields and the
+  task; ``cfg.run_id()`` hashes them. A checkpoint resumes only under the same run id.
+- ``call_field``: it may change from one call on a run to the next: how long the run goes,
+  how it is logged, checkpointed and validated, how it is scored, and whether a meta-batch
+  runs under vmap or as a loop (the same maths).
+
 Example:
     >>> cfg = sine_preset("paper")
     >>> cfg.inner_lr, cfg.tasks_per_batch, cfg.num_iterations
     (0.01, 25, 70000)
+    >>> dataclasses.replace(cfg, num_iterations=100).run_id() == cfg.run_id()
+    True
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,27 +35,43 @@ from typing import Any
 import torch
 
 MODES = ("quick", "full")
+RUN, CALL = "run", "call"
 
-# How a field is spelled on the command line, so errors name the option a user typed.
-_OPTION = {
-    "num_iterations": "--iterations",
-    "num_inner_steps": "--inner-steps",
-    "inner_lr": "--inner-lr",
-    "outer_lr": "--outer-lr",
-    "tasks_per_batch": "--tasks-per-batch",
-    "k_shot": "--k-shot",
-    "k_query": "--k-query",
-    "eval_tasks": "--tasks",
-    "eval_inner_steps": "--inner-steps",
-    "checkpoint_every": "--checkpoint-every",
-    "n_way": "--n-way",
-    "seed": "--seed",
-}
+
+def run_field(default: Any, *, option: str | None = None) -> Any:
+    """A field that defines the run (hashed by ``run_id``); ``option`` is its command-line spelling."""
+    return field(default=default, metadata={"role": RUN, "option": option})
+
+
+def call_field(default: Any, *, option: str | None = None) -> Any:
+    """A field that may change between calls on one run; ``option`` is its command-line spelling."""
+    return field(default=default, metadata={"role": CALL, "option": option})
 
 
 def option_name(name: str) -> str:
     """``inner_lr`` -> ``"inner_lr (--inner-lr)"``: how errors name a setting."""
-    return f"{name} ({_OPTION[name]})" if name in _OPTION else name
+    option = _OPTIONS.get(name)
+    return f"{name} ({option})" if option else name
+
+
+def run_id(settings: dict[str, Any]) -> str:
+    """The first 12 hex digits of the sha256 of ``settings`` as canonical JSON.
+
+    Canonical: keys sorted, no spaces, and a whole float written as an integer, so
+    ``inner_lr=2`` and ``inner_lr=2.0`` (equal in Python) give the same id.
+    """
+    text = json.dumps(_canonical(settings), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _canonical(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _check_count(name: str, value: Any, minimum: int = 1) -> None:
@@ -68,42 +97,49 @@ def _check_range(name: str, value: tuple[float, float]) -> None:
 class MetaConfig:
     """Settings shared by every MAML experiment.
 
-    Attributes:
-        preset: name of the preset this config came from (recorded in checkpoints).
+    Attributes defining the run:
+        preset: name of the preset this config came from. A label, but one the run keeps:
+            results and model cards report it and the paper's row is looked up by it, so a
+            run is resumed under the name it was started with.
         num_inner_steps: inner gradient steps during meta-training.
         inner_lr: α, the inner-loop step size (on a *mean* loss over the support set).
         first_order: drop second derivatives (first-order MAML).
         outer_lr: β, Adam's learning rate for the meta-update.
         tasks_per_batch: tasks per meta-update.
-        num_iterations: meta-updates in the whole run.
         k_shot: support examples (per class for classification).
         k_query: query examples (per class for classification) during meta-training.
+        seed: seeds the initialisation and the task stream.
+
+    Attributes that may change between calls:
+        num_iterations: meta-updates in the whole run (a larger value continues it).
+        checkpoint_every: iterations between checkpoints.
+        log_every: iterations between progress-bar updates (and NaN checks).
         eval_tasks: fixed test tasks scored by ``evaluate`` (600, as the paper).
         eval_inner_steps: inner steps at test for the headline number.
         eval_max_steps: the learning curve at test goes from 0 to this many steps.
-        checkpoint_every: iterations between checkpoints.
-        log_every: iterations between progress-bar updates (and NaN checks).
-        seed: seeds the initialisation and the task stream.
         vectorize: run a meta-batch's tasks with ``torch.func.vmap`` (True), one by one
             (False), or let ``maml.default_vectorize`` pick for the model and device (None).
     """
 
-    preset: str = "custom"
-    num_inner_steps: int = 1
-    inner_lr: float = 0.01
-    first_order: bool = False
-    outer_lr: float = 1e-3
-    tasks_per_batch: int = 25
-    num_iterations: int = 70_000
-    k_shot: int = 10
-    k_query: int = 10
-    eval_tasks: int = 600
-    eval_inner_steps: int = 1
-    eval_max_steps: int = 10
-    checkpoint_every: int = 1000
-    log_every: int = 50
-    seed: int = 0
-    vectorize: bool | None = None
+    # -- What defines the run: hashed by run_id(); a checkpoint resumes only if all match.
+    preset: str = run_field("custom")
+    num_inner_steps: int = run_field(1, option="--inner-steps")
+    inner_lr: float = run_field(0.01, option="--inner-lr")
+    first_order: bool = run_field(False, option="--first-order")
+    outer_lr: float = run_field(1e-3, option="--outer-lr")
+    tasks_per_batch: int = run_field(25, option="--tasks-per-batch")
+    k_shot: int = run_field(10, option="--k-shot")
+    k_query: int = run_field(10, option="--k-query")
+    seed: int = run_field(0, option="--seed")
+
+    # -- What may change between calls: length, logging, checkpoints, scoring, batching.
+    num_iterations: int = call_field(70_000, option="--iterations")
+    checkpoint_every: int = call_field(1000, option="--checkpoint-every")
+    log_every: int = call_field(50)
+    eval_tasks: int = call_field(600, option="--tasks")
+    eval_inner_steps: int = call_field(1, option="--inner-steps")
+    eval_max_steps: int = call_field(10)
+    vectorize: bool | None = call_field(None)
 
     def __post_init__(self) -> None:
         for name in ("tasks_per_batch", "num_iterations", "k_shot", "k_query", "eval_tasks",
@@ -133,29 +169,49 @@ class MetaConfig:
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
+    def run_settings(self) -> dict[str, Any]:
+        """The task and every ``run_field``, as plain types: what defines the run."""
+        data = self.to_dict()
+        return {"task": data["task"], **{f.name: data[f.name] for f in dataclasses.fields(self)
+                                         if f.metadata["role"] == RUN}}
+
+    def run_id(self) -> str:
+        """A short hash of ``run_settings()``: two configs with the same id compute the same run.
+
+        Example:
+            >>> omniglot_preset("paper-5w1s").run_id() == omniglot_preset("paper-5w5s").run_id()
+            False
+        """
+        return run_id(self.run_settings())
+
 
 @dataclass(frozen=True, kw_only=True)
 class SineConfig(MetaConfig):
     """Sine-wave regression (paper, Section 5.1 and Appendix C).
 
-    Attributes:
+    Attributes defining the run:
         amplitude_range: A ~ U[0.1, 5].
         phase_range: phase ~ U[0, π].
         x_range: x ~ U[-5, 5].
         hidden_sizes: the MLP's hidden layers (40, 40), ReLU.
+
+    Attributes that may change between calls:
         eval_k_shots: the support sizes K scored at test (5, 10, 20).
         eval_query_points: query points per test task, uniform over ``x_range``.
         baseline_lrs: fine-tuning step sizes tried for the pretrained baseline; the one
             with the lowest MSE on separate validation tasks is kept.
     """
 
-    amplitude_range: tuple[float, float] = (0.1, 5.0)
-    phase_range: tuple[float, float] = (0.0, math.pi)
-    x_range: tuple[float, float] = (-5.0, 5.0)
-    hidden_sizes: tuple[int, ...] = (40, 40)
-    eval_k_shots: tuple[int, ...] = (5, 10, 20)
-    eval_query_points: int = 100
-    baseline_lrs: tuple[float, ...] = (0.001, 0.005, 0.01, 0.02, 0.05)
+    # -- What defines the run.
+    amplitude_range: tuple[float, float] = run_field((0.1, 5.0))
+    phase_range: tuple[float, float] = run_field((0.0, math.pi))
+    x_range: tuple[float, float] = run_field((-5.0, 5.0))
+    hidden_sizes: tuple[int, ...] = run_field((40, 40))
+
+    # -- What may change between calls.
+    eval_k_shots: tuple[int, ...] = call_field((5, 10, 20))
+    eval_query_points: int = call_field(100)
+    baseline_lrs: tuple[float, ...] = call_field((0.001, 0.005, 0.01, 0.02, 0.05))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -186,29 +242,34 @@ class OmniglotConfig(MetaConfig):
     sums the per-example cross-entropy divided by K, which is N times the mean, so its
     α = 0.4 (5-way) and α = 0.1 (20-way) are both α = 2.0 here.
 
-    Attributes:
+    Attributes defining the run:
         n_way: classes per task.
-        eval_k_query: query images per class at test (15, as most reimplementations;
-            the original drew K).
         num_filters: channels of each of ConvNet4's four blocks.
         image_size: images are resized to ``image_size`` x ``image_size``.
         split: ``"paper"`` (1200 training characters, the rest for testing) or
             ``"lake"`` (background alphabets for training, evaluation alphabets for testing).
         rotations: add rotations by 90/180/270 degrees as new classes (paper).
         validation_characters: characters carved out of the training ones for validation.
+
+    Attributes that may change between calls:
+        eval_k_query: query images per class at test (15, as most reimplementations;
+            the original drew K).
         validate_every: iterations between validation scores during training (0: never).
         validation_tasks: tasks per validation score.
     """
 
-    n_way: int = 5
-    eval_k_query: int = 15
-    num_filters: int = 64
-    image_size: int = 28
-    split: str = "paper"
-    rotations: bool = True
-    validation_characters: int = 100
-    validate_every: int = 500
-    validation_tasks: int = 100
+    # -- What defines the run.
+    n_way: int = run_field(5, option="--n-way")
+    num_filters: int = run_field(64)
+    image_size: int = run_field(28)
+    split: str = run_field("paper")
+    rotations: bool = run_field(True)
+    validation_characters: int = run_field(100)
+
+    # -- What may change between calls.
+    eval_k_query: int = call_field(15)
+    validate_every: int = call_field(500)
+    validation_tasks: int = call_field(100)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -230,15 +291,23 @@ class OmniglotConfig(MetaConfig):
         return "cross_entropy"
 
 
+CONFIG_CLASSES: dict[str, type[MetaConfig]] = {"sine": SineConfig, "omniglot": OmniglotConfig}
+
+# Each setting's command-line spelling, from the fields' declarations, so errors name the option.
+_OPTIONS = {f.name: f.metadata["option"] for cls in CONFIG_CLASSES.values()
+            for f in dataclasses.fields(cls) if f.metadata["option"]}
+
+
 # ---------------------------------------------------------------------------------------
-# Presets. "paper" presets are the paper's settings; "quick" ones fit a laptop CPU.
+# Presets. "paper" presets are the paper's settings; "quick" ones keep the maths and cut the
+# sizes (iterations, tasks per batch, test tasks) for a CPU. docs/results.md times them.
 
 SINE_PRESETS: dict[str, SineConfig] = {
     # Appendix C: K = 10, one inner step of 0.01, Adam 1e-3, 25 tasks, 70k iterations.
     "paper": SineConfig(preset="paper", k_shot=10, k_query=10, num_inner_steps=1,
                         inner_lr=0.01, outer_lr=1e-3, tasks_per_batch=25,
                         num_iterations=70_000, checkpoint_every=5000, log_every=100),
-    # Seconds on a CPU: same maths, fewer iterations and test tasks.
+    # The paper's maths with 3,000 iterations and 200 test tasks.
     "quick": SineConfig(preset="quick", k_shot=10, k_query=10, num_inner_steps=1,
                         inner_lr=0.01, outer_lr=1e-3, tasks_per_batch=25,
                         num_iterations=3000, eval_tasks=200, checkpoint_every=1000),
@@ -263,12 +332,12 @@ OMNIGLOT_PRESETS: dict[str, OmniglotConfig] = {
     "paper-20w5s": OmniglotConfig(preset="paper-20w5s", n_way=20, k_shot=5, k_query=5,
                                   num_inner_steps=5, inner_lr=2.0, tasks_per_batch=16,
                                   eval_inner_steps=5, **_PAPER_OMNIGLOT),
-    # 15 minutes on a 2-core CPU: 8 tasks per batch, one query image per class.
+    # 5-way 1-shot with 8 tasks per batch, 6,500 iterations and 1 inner step at test.
     "quick-5w1s": OmniglotConfig(preset="quick-5w1s", n_way=5, k_shot=1, k_query=1,
                                  num_inner_steps=1, inner_lr=2.0, tasks_per_batch=8,
                                  num_iterations=6500, eval_inner_steps=1, eval_max_steps=10,
                                  checkpoint_every=250, log_every=25, validate_every=500),
-    # A minute on a CPU: what the quick mode of the lessons trains.
+    # What the quick mode of the lessons trains: 300 iterations of 8 tasks, no validation.
     "quick": OmniglotConfig(preset="quick", n_way=5, k_shot=1, k_query=1, num_inner_steps=1,
                             inner_lr=2.0, tasks_per_batch=8, num_iterations=300,
                             eval_tasks=200, eval_inner_steps=1, checkpoint_every=100,
@@ -303,10 +372,18 @@ def omniglot_preset(name: str = "paper-5w1s") -> OmniglotConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> MetaConfig:
-    """Rebuild a config written by ``MetaConfig.to_dict`` (for example from a checkpoint)."""
+    """Rebuild a config written by ``MetaConfig.to_dict`` (for example from a checkpoint).
+
+    A field the dict lacks takes its default; a key no field has is ignored.
+
+    Raises:
+        ValueError: the dict names no known task.
+    """
     data = dict(data)
-    task = data.pop("task")
-    cls = {"sine": SineConfig, "omniglot": OmniglotConfig}[task]
+    task = data.pop("task", None)
+    if task not in CONFIG_CLASSES:
+        raise ValueError(f"a config of unknown task {task!r}: expected one of {sorted(CONFIG_CLASSES)}")
+    cls = CONFIG_CLASSES[task]
     names = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -359,6 +436,6 @@ def replace(cfg: MetaConfig, **changes: Any) -> MetaConfig:
 
 __all__ = [
     "MetaConfig", "SineConfig", "OmniglotConfig", "PRESETS", "SINE_PRESETS", "OMNIGLOT_PRESETS",
-    "get_preset", "sine_preset", "omniglot_preset", "config_from_dict", "resolve_mode",
-    "resolve_device", "replace", "option_name", "field",
+    "CONFIG_CLASSES", "get_preset", "sine_preset", "omniglot_preset", "config_from_dict", "resolve_mode",
+    "resolve_device", "replace", "option_name", "run_field", "call_field", "run_id",
 ]

@@ -80,7 +80,7 @@ def meta_train(model: nn.Module, sampler: TaskSampler, cfg: MetaConfig, *,
         sampler: the task distribution (``sample(num_tasks, generator)``).
         cfg: inner and outer loop settings, iterations, checkpoint interval, seed.
         checkpoint_dir: where checkpoints go; an existing checkpoint there is resumed
-            (refused if it was made with other settings). The folder is locked while the
+            (refused if its run id is not ``cfg.run_id()``). The folder is locked while the
             run trains and a checkpoint is written before the first iteration, so an
             unwritable folder fails at once. None: no checkpoints.
         device: where the model and tasks live (default: the model's device).
@@ -101,7 +101,7 @@ def meta_train(model: nn.Module, sampler: TaskSampler, cfg: MetaConfig, *,
 
     Raises:
         TrainingDiverged: the meta-loss or a gradient became NaN or infinite.
-        CheckpointMismatch: the checkpoint in ``checkpoint_dir`` has other settings.
+        CheckpointMismatch: the checkpoint in ``checkpoint_dir`` is of another run.
         RunFolderError: another process trains in ``checkpoint_dir``, or it is not writable.
         StoppedAtTimeLimit: ``deadline`` passed; the run is saved and resumable.
     """

@@ -2,8 +2,9 @@
 
 A ``TrainingState`` holds the model, the Adam optimizer, the step, the sampler's generator,
 torch's global RNG, the config, the history, and the device and precision the run uses.
-``save`` writes it as a checkpoint; ``load`` reads one into it. Loading always happens on
-the CPU and is then *placed*:
+``save`` writes it as a checkpoint; ``load`` reads one into it, if the checkpoint's run id
+equals this config's (``checkpoint.check_compatible``). Loading always happens on the CPU
+and is then *placed*:
 
 - parameters and Adam's moments are copied onto the run's device;
 - RNG states stay CPU ``ByteTensor``s (``Generator.set_state`` refuses anything else);
@@ -137,7 +138,8 @@ class TrainingState:
         """Continue the run saved at ``path``: read on the CPU, then placed (see the module doc).
 
         Raises:
-            CheckpointMismatch: the checkpoint has other settings, or another GPU precision.
+            CheckpointMismatch: the checkpoint is of another run (another run id), or another
+                GPU precision.
         """
         where = where if where is not None else Path(path).parent
         saved = load_checkpoint(path, map_location="cpu")

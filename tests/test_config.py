@@ -1,4 +1,4 @@
-"""Configs: the paper's presets, validation with messages that name the option, mode and device."""
+"""Configs: the paper's presets, validation naming the option, the run id, mode and device."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ import pytest
 import torch
 
 from mamlcourse.config import (
+    CALL,
+    CONFIG_CLASSES,
+    PRESETS,
+    RUN,
     OmniglotConfig,
     SineConfig,
     config_from_dict,
@@ -79,6 +83,59 @@ def test_config_round_trips_through_a_plain_dict():
         data = cfg.to_dict()
         assert all(isinstance(v, (int, float, str, bool, list, type(None))) for v in data.values())
         assert config_from_dict(data) == cfg
+    with pytest.raises(ValueError, match=r"unknown task 'mnist': expected one of \['omniglot', 'sine'\]"):
+        config_from_dict({"task": "mnist"})
+
+
+# The settings a run may change when it is resumed: how long it goes, how it is logged,
+# checkpointed, validated and scored, and vmap or loop. Everything else defines the run.
+CALL_FIELDS = {"num_iterations", "checkpoint_every", "log_every", "eval_tasks", "eval_inner_steps",
+               "eval_max_steps", "vectorize", "validate_every", "validation_tasks", "eval_k_shots",
+               "eval_query_points", "eval_k_query", "baseline_lrs"}
+
+
+def all_fields():
+    return [(cls, f) for cls in CONFIG_CLASSES.values() for f in dataclasses.fields(cls)]
+
+
+def test_every_field_declares_its_role_and_the_call_fields_are_these():
+    """A new field without run_field/call_field fails here, and so does a field moved across."""
+    roles = {f.name: f.metadata.get("role") for _, f in all_fields()}
+    assert set(roles.values()) == {RUN, CALL}, [name for name, role in roles.items()
+                                                if role not in (RUN, CALL)]
+    assert {name for name, role in roles.items() if role == CALL} == CALL_FIELDS
+
+
+def other_value(value):
+    """A valid value different from ``value``, for any field type of the configs."""
+    if isinstance(value, bool) or value is None:
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return {"paper": "lake", "lake": "paper"}.get(value, value + "-other")
+    return tuple(other_value(v) for v in value)
+
+
+@pytest.mark.parametrize("cls, f", all_fields(), ids=lambda x: getattr(x, "name", getattr(x, "__name__", "")))
+def test_run_id_changes_with_every_run_field_and_no_call_field(cls, f):
+    cfg = cls()
+    changed = dataclasses.replace(cfg, **{f.name: other_value(getattr(cfg, f.name))})
+    assert changed != cfg
+    assert (changed.run_id() != cfg.run_id()) == (f.metadata["role"] == RUN)
+
+
+def test_run_id_is_a_hash_of_the_run_settings_and_the_task():
+    for cls in CONFIG_CLASSES.values():
+        run_fields = {f.name for f in dataclasses.fields(cls) if f.metadata["role"] == RUN}
+        assert set(cls().run_settings()) == {"task"} | run_fields
+    cfg = omniglot_preset("paper-5w1s")
+    assert cfg.run_settings()["task"] == "omniglot" and len(cfg.run_id()) == 12
+    # Equal numbers are equal settings, as Python compares them: 2 == 2.0.
+    assert dataclasses.replace(cfg, inner_lr=2).run_id() == cfg.run_id()
+    # Every preset is its own run.
+    ids = [c.run_id() for presets in PRESETS.values() for c in presets.values()]
+    assert len(set(ids)) == len(ids)
 
 
 def test_mode_from_argument_environment_and_hardware(monkeypatch):

@@ -173,6 +173,30 @@ def test_table1_queue_is_in_the_issues_order():
     assert twenty_one.lake and twenty_one.folder == "trained/omniglot-20w1s"
 
 
+def test_the_queues_train_command_resumes_the_shipped_5w1s_run():
+    """The paper-5w1s chunk's command, read by the CLI, has the shipped checkpoint's run id."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import queue_runner
+
+    from mamlcourse import cli
+    from mamlcourse.checkpoint import CheckpointMismatch, check_compatible, load_checkpoint
+
+    job = qj.QUEUES["table1"][2]
+    settings = queue_runner.Settings(root=ROOT, code=ROOT, queue="table1", device="cuda", data=None,
+                                     budget_s=600.0, out=None)
+    window = SimpleNamespace(s=settings, time_limit_flag=True)
+    argv = queue_runner.Window.train_argv(window, job, job.target, 30.0, 300.0)
+    assert argv[1:5] == ["-m", "mamlcourse", "train", "omniglot"] and "--cuda-graph" in argv
+    cfg = cli._config_from_args(cli.build_parser().parse_args(argv[3:]))
+    assert cfg.num_iterations == job.target == 60_000
+    saved = load_checkpoint(ROOT / job.folder / "checkpoint.pt")["config"]
+    check_compatible(saved, cfg, job.folder)
+    with pytest.raises(CheckpointMismatch, match=r"inner_lr \(--inner-lr\): checkpoint 2.0, now 1.0"):
+        check_compatible(saved, dataclasses.replace(cfg, inner_lr=1.0), job.folder)
+
+
 def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
     folder = "trained/omniglot-5w1s"
     shutil.copytree(ROOT / folder, tmp_path / folder)
