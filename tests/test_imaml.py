@@ -93,6 +93,47 @@ def test_the_proximal_inner_loop_converges_to_the_closed_form_minimum():
     assert torch.allclose(flat(phi), phi_exact, atol=1e-10)
 
 
+def test_the_step_size_shrinks_where_the_support_loss_is_too_curved_for_alpha():
+    """Inputs scaled by 10 make λ_max(H) ~100x larger: steps of α itself diverge, the library's converge."""
+    model, params, task = regression_problem()
+    task = mc.Task(10 * task.x_support, task.y_support, task.x_query, task.y_query)
+    phi_exact, _ = exact_solution(model, params, task)
+    inner_lr = 0.1
+    hessian = torch.autograd.functional.hessian(
+        lambda v: F.mse_loss(functional_call(model, unflatten(v, params), (task.x_support,)), task.y_support),
+        flat(params))
+    lam_max = torch.linalg.eigvalsh(hessian).max()
+    assert inner_lr * (LAMBDA + lam_max) > 2, "the problem must be too curved for α, or the test proves nothing"
+    theta = dict(params)
+    fixed = dict(params)
+    for _ in range(50):   # the old rule, a fixed step α: it diverges
+        g = torch.func.grad(lambda p: F.mse_loss(functional_call(model, p, (task.x_support,)), task.y_support))(fixed)
+        fixed = {n: p - inner_lr * (g[n] + LAMBDA * (p - theta[n])) for n, p in fixed.items()}
+    assert (flat(fixed) - phi_exact).norm() > 1e3
+    loss = imaml.task_loss_fn(model, task.x_support, task.y_support, F.mse_loss)
+    estimate = imaml.largest_curvature(loss, params)
+    assert 0.5 * lam_max <= estimate <= lam_max * (1 + 1e-9), (estimate, lam_max)
+    step = imaml.proximal_step_size(loss, params, inner_lr=inner_lr, reg_lambda=LAMBDA)
+    assert step < inner_lr and step * (LAMBDA + lam_max) < 2
+    phi = imaml.proximal_inner_loop(model, params, task.x_support, task.y_support, loss_fn=F.mse_loss,
+                                    inner_lr=inner_lr, num_inner_steps=6000, reg_lambda=LAMBDA)
+    assert (flat(phi) - phi_exact).norm() < 1e-6 * phi_exact.norm(), (flat(phi) - phi_exact).norm()
+
+
+def test_where_the_support_loss_is_flat_the_step_is_alpha():
+    """A loss without curvature (linear in the weights): nothing to shorten, the step is α itself."""
+    _, params, _ = regression_problem()
+    slope = {n: torch.full_like(p, 0.5) for n, p in params.items()}
+
+    def linear_loss(p):
+        return sum((p[n] * slope[n]).sum() for n in p)
+
+    assert float(imaml.largest_curvature(linear_loss, params)) == 0.0
+    assert float(imaml.proximal_step_size(linear_loss, params, inner_lr=0.1, reg_lambda=10.0)) == 0.1
+    # and it is never longer than α, however large λ is
+    assert float(imaml.proximal_step_size(linear_loss, params, inner_lr=0.1, reg_lambda=1e-3)) == 0.1
+
+
 def test_conjugate_gradient_gives_the_exact_implicit_gradient():
     model, params, task = regression_problem()
     _, implicit = exact_solution(model, params, task)

@@ -17,11 +17,12 @@ loop runs without a graph, so memory does not grow with the number of inner step
 (``tests/test_imaml.py`` checks it; docs/results.md, "iMAML's memory against the number
 of inner steps", gives the figures and the command).
 
-Here φ* is approximated by ``num_inner_steps`` gradient steps of ``inner_lr`` on the
-proximal objective, started at θ; the test-time adaptation is the same loop. λ defaults to
-1/α (``default_reg_lambda``): then each step is φ ← θ − α ∇L_support(φ), a fixed-point
-iteration whose limit φ* = θ − α ∇L_support(φ*) is an *implicit* gradient step, and the
-implicit Jacobian (I + αH)⁻¹ agrees with one-step MAML's (I − αH) to first order in α.
+Here φ* is approximated by ``num_inner_steps`` gradient steps on the proximal objective,
+started at θ; the test-time adaptation is the same loop. λ defaults to 1/α
+(``default_reg_lambda``): the limit φ* = θ − α ∇L_support(φ*) is then an *implicit* gradient
+step, and the implicit Jacobian (I + αH)⁻¹ agrees with one-step MAML's (I − αH) to first order
+in α. The step size is α where the support loss is flat, shorter where it is curved
+(``proximal_step_size``), so the inner loop converges however sharp meta-training makes it.
 
 ``imaml_loss`` returns a surrogate whose value is the mean query loss and whose gradient
 with respect to θ is the implicit meta-gradient, so ``meta_train`` trains iMAML unchanged.
@@ -53,6 +54,8 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 # Conjugate-gradient steps per task (one Hessian-vector product each): the course's choice.
 CG_STEPS = 5
+# Power-iteration steps for the largest curvature that sets the proximal step size.
+POWER_STEPS = 8
 # Divides by <p, A p> and <r, r> in CG: keeps a converged (zero) residual from giving 0/0.
 _TINY = 1e-30
 
@@ -62,8 +65,9 @@ def proximal_inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_s
                         trajectory: bool = False) -> Params | list[Params]:
     """φ ≈ argmin_φ L_support(φ) + λ/2 ‖φ − θ‖², by ``num_inner_steps`` gradient steps from φ = θ.
 
-    Each step is φ ← φ − α (∇L_support(φ) + λ (φ − θ)). Nothing is differentiable with
-    respect to θ: iMAML's meta-gradient does not go through these steps.
+    Each step is φ ← φ − η (∇L_support(φ) + λ (φ − θ)) with η = ``proximal_step_size``: α,
+    shortened where the support loss is too curved for α to converge. Nothing is
+    differentiable with respect to θ: iMAML's meta-gradient does not go through these steps.
 
     Args:
         model, params: the network and θ.
@@ -81,14 +85,45 @@ def proximal_inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_s
     if num_inner_steps < 0:
         raise ValueError(f"num_inner_steps must be >= 0, got {num_inner_steps}")
     theta = detach_params(params)
-    support_grad = grad(task_loss_fn(model, x_support, y_support, loss_fn))
+    support_loss = task_loss_fn(model, x_support, y_support, loss_fn)
+    support_grad = grad(support_loss)
+    step = proximal_step_size(support_loss, theta, inner_lr=inner_lr, reg_lambda=reg_lambda)
     phi, path = theta, [theta]
     for _ in range(num_inner_steps):
         g = support_grad(phi)
-        # φ ← φ − α (∇L_support(φ) + λ(φ − θ))
-        phi = {n: p - inner_lr * (g[n] + reg_lambda * (p - theta[n])) for n, p in phi.items()}
+        # φ ← φ − η (∇L_support(φ) + λ(φ − θ))
+        phi = {n: p - step * (g[n] + reg_lambda * (p - theta[n])) for n, p in phi.items()}
         path.append(phi)
     return path if trajectory else phi
+
+
+def largest_curvature(loss: Callable[[Params], Tensor], params: Params, num_steps: int = POWER_STEPS) -> Tensor:
+    """An estimate of λ_max(∇²loss) at ``params``: ``num_steps`` of power iteration, then a Rayleigh quotient.
+
+    One Hessian-vector product per step, a fixed number of steps (it runs under ``vmap``).
+    The Rayleigh quotient never exceeds the largest eigenvalue: it is an estimate from below.
+    """
+    v = {n: torch.ones_like(p) for n, p in params.items()}
+    for _ in range(num_steps):
+        hv = hvp_forward_over_reverse(loss, params, v)
+        norm = dot(hv, hv).sqrt() + _TINY
+        v = {n: x / norm for n, x in hv.items()}
+    return dot(v, hvp_forward_over_reverse(loss, params, v)) / (dot(v, v) + _TINY)
+
+
+def proximal_step_size(loss: Callable[[Params], Tensor], theta: Params, *, inner_lr: float,
+                       reg_lambda: float) -> Tensor:
+    """η = min(α, 1 / (λ + 2 λ̂_max)): a gradient step on the proximal objective that converges.
+
+    Gradient descent on L(φ) + λ/2‖φ − θ‖² converges when η < 2 / (λ + λ_max(H)). A fixed η = α
+    stops converging once α λ_max(H) > 1 (with λ = 1/α), and meta-training raises λ_max: on the
+    paper's sine task the fixed step diverged mid-training (docs/results.md). Where the support
+    loss is flat this is α itself, so the first step from θ is MAML's; the factor 2 on the
+    estimate λ̂_max (from ``largest_curvature``, at θ) leaves room for the curvature to grow
+    between θ and φ.
+    """
+    curvature = largest_curvature(loss, theta).clamp(min=0)
+    return torch.clamp(1.0 / (reg_lambda + 2.0 * curvature), max=inner_lr)
 
 
 def default_reg_lambda(cfg: MetaConfig) -> float:
