@@ -405,7 +405,7 @@ def _allocating_objective(model, params, tasks, cfg):
 
 def test_measured_peak_memory_sees_a_known_allocation():
     from mamlcourse.algorithms.base import Algorithm
-    from mamlcourse.algorithms.cost import measure
+    from mamlcourse.experiments.cost import measure
     from mamlcourse.algorithms.maml_variants import score_maml
     from mamlcourse.models import build_model
 
@@ -417,7 +417,7 @@ def test_measured_peak_memory_sees_a_known_allocation():
 
 
 def test_second_order_memory_grows_with_inner_steps_and_first_order_barely():
-    from mamlcourse.algorithms.cost import inner_step_costs, synthetic_tasks
+    from mamlcourse.experiments.cost import inner_step_costs, synthetic_tasks
 
     cfg = OmniglotConfig(n_way=5, k_shot=1, k_query=1, inner_lr=2.0, tasks_per_batch=1, num_filters=32)
     rows = inner_step_costs(cfg, synthetic_tasks(cfg, 1), steps=(1, 6), repeats=1)
@@ -429,7 +429,7 @@ def test_second_order_memory_grows_with_inner_steps_and_first_order_barely():
 def test_comparison_runs_scores_and_reports_every_algorithm(tmp_path):
     import json
 
-    from mamlcourse.algorithms import compare
+    from mamlcourse.experiments import compare
 
     sizes = dataclasses.replace(compare.MODES["quick"], sine_iterations=3, sine_tasks_per_batch=2,
                                 sine_test_tasks=4)

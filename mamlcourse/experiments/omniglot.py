@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..algorithms.published import LAKE_RUNS_ERROR, OMNIGLOT_MAML
 from ..checkpoint import load_model
 from ..config import OmniglotConfig
 from ..data.omniglot import SPLITS, OmniglotTasks, lake_runs, load_images
@@ -30,13 +31,12 @@ from ..maml import get_params
 from ..models import ConvNet4, build_model
 from ..tasks import VALIDATION_SEED, TaskBatch, fixed_tasks
 from ..train import History, meta_train
-from . import write_json
+from .results_json import write_json
 
-# Table 1 of the paper: accuracy (%) and 95% CI over 600 test tasks.
-PAPER_TABLE1 = {"paper-5w1s": (98.7, 0.4), "paper-5w5s": (99.9, 0.1),
-                "paper-20w1s": (95.8, 0.3), "paper-20w5s": (98.9, 0.2)}
-# Lake, Salakhutdinov & Tenenbaum (2015): error rates (%) on their 20 one-shot runs.
-LAKE_HUMAN_ERROR, LAKE_BPL_ERROR = 4.5, 3.3
+# The paper's Table 1 (accuracy %, 95% CI over 600 test tasks) for each paper preset, and Lake et al.'s
+# error rates (%) on their 20 one-shot runs: read from ``algorithms.published``.
+PAPER_TABLE1 = {f"paper-{columns}": (p.accuracy, p.ci95) for columns, p in OMNIGLOT_MAML.items()}
+LAKE_HUMAN_ERROR, LAKE_BPL_ERROR = LAKE_RUNS_ERROR["people"].accuracy, LAKE_RUNS_ERROR["bpl"].accuracy
 
 
 def omniglot_samplers(cfg: OmniglotConfig, data_root: str | os.PathLike | None,

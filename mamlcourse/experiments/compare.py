@@ -36,21 +36,19 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from ..algorithms import get_algorithm
+from ..algorithms.base import train_algorithm
+from ..algorithms.imaml import IMAML
+from ..algorithms.maml_plus_plus import multi_step_weights
+from ..algorithms.maml_variants import FIRST_ORDER_MAML, MAML, score_maml
+from ..algorithms.published import MINIIMAGENET_MAML, OMNIGLOT_5W1S, SINE_5SHOT, sine_reference
 from ..config import MetaConfig, OmniglotConfig, SineConfig, omniglot_preset, sine_preset
 from ..data.sine import SineTasks
 from ..evaluate import confidence_interval
 from ..models import build_model
-from ..runs.sine import PAPER_SINE_5SHOT
 from ..tasks import TaskBatch, fixed_tasks
 from ..train import TrainingDiverged
-from . import get_algorithm
-from .base import train_algorithm
 from .cost import inner_step_costs, measure, synthetic_tasks
-from .imaml import IMAML
-from .maml_variants import FIRST_ORDER_MAML, MAML
-from .maml_plus_plus import multi_step_weights
-from .maml_variants import score_maml
-from .published import MINIIMAGENET_MAML, OMNIGLOT_5W1S
 
 # Colours: the course palette for MAML, first order, random init; Okabe-Ito for the rest.
 COLORS = {"maml": "#0072B2", "fomaml": "#56B4E9", "reptile": "#009E73", "anil": "#E69F00",
@@ -185,8 +183,8 @@ def run_sine(sizes: Sizes, *, names: Sequence[str] = SINE_ALGORITHMS, device: to
         "config": cfg.to_dict(), "k_shot": SINE_K_SHOT, "num_test_tasks": sizes.sine_test_tasks,
         "steps": list(range(SINE_STEPS + 1)), "algorithms": {},
         "random_init": {"label": "random init", "mse": mse, "ci95": ci},
-        "paper": {"maml": {str(k): v for k, v in PAPER_SINE_5SHOT["maml"].items()},
-                  "source": "Finn, Abbeel & Levine, ICML 2017, Appendix C"},
+        "paper": {"maml": {str(k): v for k, v in sine_reference("maml").items()},
+                  "source": SINE_5SHOT["maml"][1].source},
     }
     models = {}
     for name in names:
