@@ -405,8 +405,8 @@ def _allocating_objective(model, params, tasks, cfg):
 
 def test_measured_peak_memory_sees_a_known_allocation():
     from mamlcourse.algorithms.base import Algorithm
-    from mamlcourse.experiments.cost import measure
     from mamlcourse.algorithms.maml_variants import score_maml
+    from mamlcourse.experiments.cost import measure
     from mamlcourse.models import build_model
 
     allocating = Algorithm("alloc", "alloc", "test", build_model, _allocating_objective, score_maml)
