@@ -14,7 +14,7 @@ and the meta-gradient of L_query(φ*) is x = (I + H/λ)⁻¹ ∇L_query(φ*). iM
 product (``meta_gradient.hvp_forward_over_reverse``). Unrolled MAML's product
 ∏(I − α H_j) over k steps needs every step's graph in memory; iMAML needs none: its inner
 loop runs without a graph, so memory does not grow with the number of inner steps
-(measured in ``tests/test_imaml.py`` and ``algorithms.cost``).
+(measured in ``tests/test_imaml.py`` and ``experiments.cost``).
 
 Here φ* is approximated by ``num_inner_steps`` gradient steps of ``inner_lr`` on the
 proximal objective, started at θ; the test-time adaptation is the same loop. λ defaults to
