@@ -429,6 +429,7 @@ def test_second_order_memory_grows_with_inner_steps_and_first_order_barely():
 def test_comparison_runs_scores_and_reports_every_algorithm(tmp_path):
     import json
 
+    from mamlcourse.algorithms import published
     from mamlcourse.experiments import compare
 
     sizes = dataclasses.replace(compare.MODES["quick"], sine_iterations=3, sine_tasks_per_batch=2,
@@ -441,5 +442,6 @@ def test_comparison_runs_scores_and_reports_every_algorithm(tmp_path):
     assert results["first_order_equal_time"]["iterations"] >= 1
     table = compare.sine_table(results)
     assert all(label in table for label in ("MAML", "first-order MAML", "Meta-SGD", "hypernetwork", "paper"))
+    assert results["paper"]["source"] == published.SINE_5SHOT["maml"][1].source  # Table 2 (Appendix C.1)
     (tmp_path / "r.json").write_text(json.dumps({"sine": results}))
     compare.plot_sine(json.loads((tmp_path / "r.json").read_text())["sine"])
