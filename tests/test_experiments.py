@@ -55,7 +55,8 @@ def test_imported_modules_resolve_relative_imports():
     """The scanner below: relative imports, in a subpackage and at the top, resolve to absolute names."""
     assert "mamlcourse.algorithms.base" in {name for _, name in imported_modules(EXPERIMENTS / "cost.py")}
     assert "mamlcourse.config" in {name for _, name in imported_modules(PACKAGE / "train.py")}
-    assert "mamlcourse.algorithms.anil" in {name for _, name in imported_modules(PACKAGE / "algorithms" / "__init__.py")}
+    algorithms_init = PACKAGE / "algorithms" / "__init__.py"
+    assert "mamlcourse.algorithms.anil" in {name for _, name in imported_modules(algorithms_init)}
 
 
 @pytest.mark.parametrize("path", library_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -68,7 +69,7 @@ def test_the_library_never_imports_experiments(path):
         top_level = {node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))}
         offending = [(line, name) for line, name in offending if line in top_level]
         assert not offending, f"{path.name} imports experiments at the top: import it inside the command"
-    assert not offending, f"{path.relative_to(ROOT)} imports {offending}: the library must not import experiments"
+    assert not offending, f"{path.relative_to(ROOT)} imports {offending}: the library must not"
 
 
 def test_importing_every_library_module_leaves_experiments_unloaded():
