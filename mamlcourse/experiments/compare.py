@@ -577,7 +577,7 @@ COST_MODELS = {"sine_mlp": "sine MLP 40-40 (K = 5)", "convnet4": "ConvNet4 (5-wa
 
 
 def plot_cost(cost: dict[str, Any]) -> Figure:
-    """ms and peak MB per meta-iteration against inner steps: second order grows, first order and iMAML barely."""
+    """ms and peak MB per meta-iteration against inner steps: second order grows, the others barely."""
     fig = Figure(figsize=(10, 6.5), layout="constrained")
     axes = fig.subplots(2, len(cost), squeeze=False)
     for col, (model_name, block) in enumerate(cost.items()):

@@ -5,7 +5,8 @@ on held-out characters every ``cfg.validate_every`` iterations), checkpoints int
 folder (a second call resumes), scores ``cfg.eval_tasks`` fixed test tasks after
 0..``cfg.eval_max_steps`` inner steps and writes ``results.json`` there. ``eval_omniglot``
 re-scores a run folder and writes its ``results.json`` elsewhere, leaving the run as it
-was. The headline accuracy is the one after ``cfg.eval_inner_steps`` steps (3 for the paper's 5-way, 5 for 20-way).
+was. The headline accuracy is the one after ``cfg.eval_inner_steps`` steps (3 for the
+paper's 5-way, 5 for 20-way).
 
 Batch norm uses each task's own batch statistics at test, as the original code: a query
 image's prediction depends on the other query images of its task (transductive).
