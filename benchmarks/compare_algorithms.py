@@ -32,9 +32,10 @@ from pathlib import Path
 
 import torch
 
-from mamlcourse.algorithms import ALGORITHMS, compare, get_algorithm
+from mamlcourse.algorithms import ALGORITHMS, get_algorithm
 from mamlcourse.config import resolve_device, resolve_mode
-from mamlcourse.runs import write_json
+from mamlcourse.experiments import compare
+from mamlcourse.experiments.results_json import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ("omniglot", "cost", "sine")  # the order they run in: the most informative first

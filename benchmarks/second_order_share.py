@@ -35,11 +35,11 @@ import torch
 
 import mamlcourse as mc
 from mamlcourse import meta_gradient as mg
-from mamlcourse.algorithms.compare import provenance
 from mamlcourse.checkpoint import load_model
 from mamlcourse.evaluate import confidence_interval
+from mamlcourse.experiments.compare import provenance
+from mamlcourse.experiments.results_json import write_json
 from mamlcourse.maml import loss_function
-from mamlcourse.runs import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("hvp_cost", "sine", "omniglot")

@@ -132,7 +132,7 @@ def run(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allow
     progress = not args.no_progress
     if args.task == "sine":
-        from .runs.sine import eval_sine, format_table, train_sine
+        from .experiments.sine import eval_sine, format_table, train_sine
         if args.command == "train":
             results = train_sine(_config_from_args(args), args.out, device=device, progress=progress,
                                  deadline=deadline)
@@ -142,7 +142,7 @@ def run(argv: list[str] | None = None) -> int:
         print(format_table(results))
         _say_where(args, results_path)
         return 0
-    from .runs import omniglot as omniglot_run
+    from .experiments import omniglot as omniglot_run
     if args.command == "train":
         results = omniglot_run.train_omniglot(_config_from_args(args), args.out, device=device,
                                               data_root=args.data, progress=progress,

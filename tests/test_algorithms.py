@@ -415,8 +415,8 @@ def _allocating_objective(model, params, tasks, cfg):
 
 def test_measured_peak_memory_sees_a_known_allocation():
     from mamlcourse.algorithms.base import Algorithm
-    from mamlcourse.algorithms.cost import measure
     from mamlcourse.algorithms.maml_variants import score_maml
+    from mamlcourse.experiments.cost import measure
     from mamlcourse.models import build_model
 
     allocating = Algorithm("alloc", "alloc", "test", build_model, _allocating_objective, score_maml)
@@ -427,7 +427,7 @@ def test_measured_peak_memory_sees_a_known_allocation():
 
 
 def test_second_order_memory_grows_with_inner_steps_and_first_order_barely():
-    from mamlcourse.algorithms.cost import inner_step_costs, synthetic_tasks
+    from mamlcourse.experiments.cost import inner_step_costs, synthetic_tasks
 
     cfg = OmniglotConfig(n_way=5, k_shot=1, k_query=1, inner_lr=2.0, tasks_per_batch=1, num_filters=32)
     rows = inner_step_costs(cfg, synthetic_tasks(cfg, 1), steps=(1, 6), repeats=1)
@@ -439,7 +439,8 @@ def test_second_order_memory_grows_with_inner_steps_and_first_order_barely():
 def test_comparison_runs_scores_and_reports_every_algorithm(tmp_path):
     import json
 
-    from mamlcourse.algorithms import compare
+    from mamlcourse.algorithms import published
+    from mamlcourse.experiments import compare
 
     sizes = dataclasses.replace(compare.MODES["quick"], sine_iterations=3, sine_tasks_per_batch=2,
                                 sine_test_tasks=4)
@@ -451,5 +452,6 @@ def test_comparison_runs_scores_and_reports_every_algorithm(tmp_path):
     assert results["first_order_equal_time"]["iterations"] >= 1
     table = compare.sine_table(results)
     assert all(label in table for label in ("MAML", "first-order MAML", "Meta-SGD", "hypernetwork", "paper"))
+    assert results["paper"]["source"] == published.SINE_5SHOT["maml"][1].source  # Table 2 (Appendix C.1)
     (tmp_path / "r.json").write_text(json.dumps({"sine": results}))
     compare.plot_sine(json.loads((tmp_path / "r.json").read_text())["sine"])

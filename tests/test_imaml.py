@@ -19,7 +19,7 @@ from torch.func import functional_call
 import mamlcourse as mc
 from mamlcourse.algorithms import ALGORITHMS, MAML, get_algorithm
 from mamlcourse.algorithms import imaml
-from mamlcourse.algorithms.cost import measure, synthetic_tasks
+from mamlcourse.experiments.cost import measure, synthetic_tasks
 from mamlcourse.meta_gradient import flat
 
 LAMBDA = 2.0
@@ -226,7 +226,7 @@ def test_imaml_memory_is_flat_in_the_number_of_inner_steps_where_maml_grows():
 
 
 def test_the_cost_table_and_curves_show_imaml_beside_maml():
-    from mamlcourse.algorithms import compare
+    from mamlcourse.experiments import compare
 
     rows = [{"algorithm": a, "num_inner_steps": s, "ms_per_iteration": 1.0 + s, "peak_mb": 2.0 * s,
              "memory_method": "test", "device": "cpu"} for a in ("maml", "fomaml", "imaml") for s in (1, 2)]

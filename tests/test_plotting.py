@@ -13,11 +13,12 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from mamlcourse import plotting
+from mamlcourse.algorithms.published import SINE_5SHOT, sine_reference
 from mamlcourse.evaluate import EvalResult
-from mamlcourse.runs.sine import PAPER_SINE_5SHOT
 from mamlcourse.tasks import Task
 from mamlcourse.train import History
 
+PAPER_SINE_5SHOT = {name: sine_reference(name) for name in SINE_5SHOT}  # {name: {steps: MSE}}
 PALETTE = {name: to_hex(c) for name, c in plotting.COLORS.items()}  # to_hex writes lower case
 
 

@@ -15,7 +15,7 @@ product (``meta_gradient.hvp_forward_over_reverse``). Unrolled MAML's product
 ∏(I − α H_j) over k steps needs every step's graph in memory; iMAML needs none: its inner
 loop runs without a graph, so memory does not grow with the number of inner steps
 (``tests/test_imaml.py`` checks it; docs/results.md, "iMAML's memory against the number
-of inner steps", gives the figures and the command).
+of inner steps", gives the figures and the command, measured by ``experiments.cost``).
 
 Here φ* is approximated by ``num_inner_steps`` gradient steps on the proximal objective,
 started at θ; the test-time adaptation is the same loop. λ defaults to 1/α

@@ -6,7 +6,7 @@ Both are the course's ``maml.meta_loss`` unchanged; first-order MAML only sets
     second order: ∇_θ L_query(θ') = (I - α ∇²L_support(θ)) ∇_θ' L_query(θ')
     first order:  ∇_θ L_query(θ') ≈ ∇_θ' L_query(θ')
 
-so no Hessian-vector products and no inner graph are kept (see ``algorithms.cost``).
+so no Hessian-vector products and no inner graph are kept (see ``experiments.cost``).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def sine_inits(cfg: SineConfig | None = None, *, trained_dir: PathLike | None = 
         checkpoint_dir: where a quick run is checkpointed, so the next call loads it
             (None: train in memory every time).
         seed: seeds the networks' initialisations (MAML: seed, pretrained: seed + 1,
-            random: seed + 2, as ``mamlcourse.runs.sine``).
+            random: seed + 2, as ``mamlcourse.experiments.sine``).
         progress: show the training progress bars.
 
     Returns:

@@ -7,9 +7,9 @@ sys.path.insert(0, ".gpu/l2l")
 from learn2learn.algorithms.maml import MAML
 
 from mamlcourse.config import omniglot_preset, replace
+from mamlcourse.experiments.omniglot import omniglot_samplers
 from mamlcourse.maml import get_params, meta_loss
 from mamlcourse.models import build_model
-from mamlcourse.runs.omniglot import omniglot_samplers
 from mamlcourse.tasks import seeded_generator
 
 cfg = omniglot_preset("paper-5w1s")

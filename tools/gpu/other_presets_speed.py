@@ -6,7 +6,7 @@ sys.path.insert(0, "tools/gpu")
 import paper_5w1s as g
 
 from mamlcourse.config import omniglot_preset
-from mamlcourse.runs.omniglot import omniglot_samplers
+from mamlcourse.experiments.omniglot import omniglot_samplers
 from mamlcourse.tasks import seeded_generator
 
 torch.backends.cudnn.benchmark = True

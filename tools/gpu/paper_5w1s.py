@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from mamlcourse.config import omniglot_preset, replace  # noqa: E402
 from mamlcourse.cuda_graph import GraphedMetaStep  # noqa: E402
+from mamlcourse.experiments.omniglot import omniglot_samplers  # noqa: E402
 from mamlcourse.maml import get_params, meta_loss  # noqa: E402
 from mamlcourse.models import build_model  # noqa: E402
-from mamlcourse.runs.omniglot import omniglot_samplers  # noqa: E402
 from mamlcourse.tasks import seeded_generator  # noqa: E402
 
 START = time.monotonic()

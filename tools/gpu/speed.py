@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import meta_step  # noqa: E402
 from mamlcourse.config import resolve_device  # noqa: E402
-from mamlcourse.runs import write_json  # noqa: E402
+from mamlcourse.experiments.results_json import write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

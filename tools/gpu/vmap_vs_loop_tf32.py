@@ -1,9 +1,9 @@
 import torch
 
 from mamlcourse.config import omniglot_preset, replace
+from mamlcourse.experiments.omniglot import omniglot_samplers
 from mamlcourse.maml import get_params, meta_loss
 from mamlcourse.models import build_model
-from mamlcourse.runs.omniglot import omniglot_samplers
 from mamlcourse.tasks import TaskBatch, seeded_generator
 
 cfg = omniglot_preset("paper-5w1s")

@@ -36,21 +36,19 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..config import MetaConfig, OmniglotConfig, SineConfig, omniglot_preset, sine_preset
+from ..algorithms import get_algorithm
+from ..algorithms.base import train_algorithm
+from ..algorithms.imaml import IMAML
+from ..algorithms.maml_plus_plus import multi_step_weights
+from ..algorithms.maml_variants import FIRST_ORDER_MAML, MAML, score_maml
+from ..algorithms.published import MINIIMAGENET_MAML, OMNIGLOT_5W1S, SINE_5SHOT, sine_reference
+from ..config import MetaConfig, OmniglotConfig, SineConfig, omniglot_preset, replace, sine_preset
 from ..data.sine import SineTasks
 from ..evaluate import confidence_interval
 from ..models import build_model
-from ..runs.sine import PAPER_SINE_5SHOT
 from ..tasks import TaskBatch, fixed_tasks
 from ..train import TrainingDiverged
-from . import get_algorithm
-from .base import train_algorithm
 from .cost import inner_step_costs, measure, synthetic_tasks
-from .imaml import IMAML
-from .maml_variants import FIRST_ORDER_MAML, MAML
-from .maml_plus_plus import multi_step_weights
-from .maml_variants import score_maml
-from .published import MINIIMAGENET_MAML, OMNIGLOT_5W1S
 
 # Colours: the course palette for MAML, first order, random init; Okabe-Ito for the rest.
 COLORS = {"maml": "#0072B2", "fomaml": "#56B4E9", "reptile": "#009E73", "anil": "#E69F00",
@@ -85,23 +83,28 @@ class Sizes:
     cost_omniglot_tasks: int
 
 
+_PAPER_SINE, _PAPER_5W1S = sine_preset("paper"), omniglot_preset("paper-5w1s")
+
 MODES: dict[str, Sizes] = {
-    # A couple of minutes on a 2-core CPU, for the lesson: rankings are rough, CIs wide.
+    # Lesson 5 on a CPU (its time: docs/results.md, "Beyond MAML"): rankings are rough, CIs wide.
     "quick": Sizes(sine_iterations=600, sine_tasks_per_batch=10, sine_test_tasks=200,
                    omniglot_iterations=40, omniglot_tasks_per_batch=4, omniglot_test_tasks=60,
                    omniglot_query_per_class=5, memory_repeats=2, cost_steps=(1, 2, 4, 6, 8, 10),
                    cost_sine_tasks=10, cost_omniglot_tasks=2),
-    # Minutes on one GPU: the paper's batch sizes and 600 test tasks, far fewer iterations.
-    "full": Sizes(sine_iterations=3000, sine_tasks_per_batch=25, sine_test_tasks=600,
-                  omniglot_iterations=1000, omniglot_tasks_per_batch=32, omniglot_test_tasks=600,
-                  omniglot_query_per_class=15, memory_repeats=3, cost_steps=tuple(range(1, 11)),
-                  cost_sine_tasks=25, cost_omniglot_tasks=8),
+    # For a GPU: the paper presets' batch sizes, test tasks and query images, far fewer iterations.
+    "full": Sizes(sine_iterations=3000, sine_tasks_per_batch=_PAPER_SINE.tasks_per_batch,
+                  sine_test_tasks=_PAPER_SINE.eval_tasks, omniglot_iterations=1000,
+                  omniglot_tasks_per_batch=_PAPER_5W1S.tasks_per_batch,
+                  omniglot_test_tasks=_PAPER_5W1S.eval_tasks,
+                  omniglot_query_per_class=_PAPER_5W1S.eval_k_query, memory_repeats=3,
+                  cost_steps=tuple(range(1, 11)), cost_sine_tasks=_PAPER_SINE.tasks_per_batch,
+                  cost_omniglot_tasks=8),
 }
 
 SINE_ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "meta_sgd", "maml_pp", "hypernet")
 # iMAML is measured on request (``run_sine(names=...)``, ``compare_algorithms.py --algorithms``): its
-# conjugate-gradient solve makes a sine meta-iteration ~10x MAML's on a CPU, too slow for lesson 5's
-# quick mode. The cost sweep always includes it.
+# conjugate-gradient solve makes a sine meta-iteration several times as long as MAML's (``cost.measure``
+# times both), too slow for lesson 5's quick mode. The cost sweep always includes it.
 OMNIGLOT_ALGORITHMS = ("maml", "fomaml", "reptile", "anil", "meta_sgd", "maml_pp", "protonet")
 
 # Per-algorithm settings on top of the shared config (the same in both modes).
@@ -128,8 +131,8 @@ SINE_REPORTED_STEPS = (1, 5, 10)
 
 def sine_config(sizes: Sizes) -> SineConfig:
     """The shared sine settings: the paper's (α = 0.01, Adam 1e-3, MLP 40-40), trained with K = 5."""
-    return dataclasses.replace(
-        sine_preset("paper"), preset="beyond-maml", k_shot=SINE_K_SHOT, k_query=10,
+    return replace(
+        _PAPER_SINE, preset="beyond-maml", k_shot=SINE_K_SHOT,
         num_iterations=sizes.sine_iterations, tasks_per_batch=sizes.sine_tasks_per_batch,
         eval_tasks=sizes.sine_test_tasks, checkpoint_every=max(1, sizes.sine_iterations // 5),
         log_every=max(1, min(100, sizes.sine_iterations // 10)))
@@ -137,7 +140,7 @@ def sine_config(sizes: Sizes) -> SineConfig:
 
 def omniglot_config(sizes: Sizes) -> OmniglotConfig:
     """The shared Omniglot settings: the course's 5-way 1-shot (α = 2.0 on a mean loss, 1 step)."""
-    return dataclasses.replace(
+    return replace(
         omniglot_preset("quick-5w1s"), preset="beyond-maml", num_iterations=sizes.omniglot_iterations,
         tasks_per_batch=sizes.omniglot_tasks_per_batch, eval_tasks=sizes.omniglot_test_tasks,
         eval_k_query=sizes.omniglot_query_per_class, checkpoint_every=max(1, sizes.omniglot_iterations // 5),
@@ -145,7 +148,7 @@ def omniglot_config(sizes: Sizes) -> OmniglotConfig:
 
 
 def _settings(name: str, cfg: MetaConfig, table: dict[str, dict[str, Any]]) -> MetaConfig:
-    return dataclasses.replace(cfg, **table.get(name, {}))
+    return replace(cfg, **table.get(name, {}))
 
 
 def _summary(per_task: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -185,8 +188,8 @@ def run_sine(sizes: Sizes, *, names: Sequence[str] = SINE_ALGORITHMS, device: to
         "config": cfg.to_dict(), "k_shot": SINE_K_SHOT, "num_test_tasks": sizes.sine_test_tasks,
         "steps": list(range(SINE_STEPS + 1)), "algorithms": {},
         "random_init": {"label": "random init", "mse": mse, "ci95": ci},
-        "paper": {"maml": {str(k): v for k, v in PAPER_SINE_5SHOT["maml"].items()},
-                  "source": "Finn, Abbeel & Levine, ICML 2017, Appendix C"},
+        "paper": {"maml": {str(k): v for k, v in sine_reference("maml").items()},
+                  "source": SINE_5SHOT["maml"][1].source},
     }
     models = {}
     for name in names:
@@ -330,7 +333,7 @@ def run_cost(sizes: Sizes, *, device: torch.device | str = "cpu") -> dict[str, A
 
     Measured on the sine MLP (``sizes.cost_sine_tasks`` tasks of K = 5) and on ConvNet4
     (``sizes.cost_omniglot_tasks`` 5-way 1-shot tasks, 1 query image per class). The MLP's
-    iterations are about 50x cheaper, so it is timed over 5x the repeats, to damp noise.
+    iterations are far cheaper, so it is timed over 5x the repeats, to damp noise.
     """
     sine_cfg = sine_config(sizes)
     conv_cfg = omniglot_config(sizes)
@@ -574,7 +577,7 @@ COST_MODELS = {"sine_mlp": "sine MLP 40-40 (K = 5)", "convnet4": "ConvNet4 (5-wa
 
 
 def plot_cost(cost: dict[str, Any]) -> Figure:
-    """ms and peak MB per meta-iteration against inner steps: second order grows, first order and iMAML barely."""
+    """ms and peak MB per meta-iteration against inner steps: second order grows, the others barely."""
     fig = Figure(figsize=(10, 6.5), layout="constrained")
     axes = fig.subplots(2, len(cost), squeeze=False)
     for col, (model_name, block) in enumerate(cost.items()):

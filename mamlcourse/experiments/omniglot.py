@@ -5,7 +5,8 @@ on held-out characters every ``cfg.validate_every`` iterations), checkpoints int
 folder (a second call resumes), scores ``cfg.eval_tasks`` fixed test tasks after
 0..``cfg.eval_max_steps`` inner steps and writes ``results.json`` there. ``eval_omniglot``
 re-scores a run folder and writes its ``results.json`` elsewhere, leaving the run as it
-was. The headline accuracy is the one after ``cfg.eval_inner_steps`` steps (3 for the paper's 5-way, 5 for 20-way).
+was. The headline accuracy is the one after ``cfg.eval_inner_steps`` steps (3 for the
+paper's 5-way, 5 for 20-way).
 
 Batch norm uses each task's own batch statistics at test, as the original code: a query
 image's prediction depends on the other query images of its task (transductive).
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..algorithms.published import LAKE_RUNS_ERROR, OMNIGLOT_MAML
 from ..checkpoint import load_model
 from ..config import OmniglotConfig
 from ..data.omniglot import SPLITS, OmniglotTasks, lake_runs, load_images
@@ -30,13 +32,12 @@ from ..maml import get_params
 from ..models import ConvNet4, build_model
 from ..tasks import VALIDATION_SEED, TaskBatch, fixed_tasks
 from ..train import History, meta_train
-from . import write_json
+from .results_json import write_json
 
-# Table 1 of the paper: accuracy (%) and 95% CI over 600 test tasks.
-PAPER_TABLE1 = {"paper-5w1s": (98.7, 0.4), "paper-5w5s": (99.9, 0.1),
-                "paper-20w1s": (95.8, 0.3), "paper-20w5s": (98.9, 0.2)}
-# Lake, Salakhutdinov & Tenenbaum (2015): error rates (%) on their 20 one-shot runs.
-LAKE_HUMAN_ERROR, LAKE_BPL_ERROR = 4.5, 3.3
+# The paper's Table 1 (accuracy %, 95% CI over 600 test tasks) for each paper preset, and Lake et al.'s
+# error rates (%) on their 20 one-shot runs: read from ``algorithms.published``.
+PAPER_TABLE1 = {f"paper-{columns}": (p.accuracy, p.ci95) for columns, p in OMNIGLOT_MAML.items()}
+LAKE_HUMAN_ERROR, LAKE_BPL_ERROR = LAKE_RUNS_ERROR["people"].accuracy, LAKE_RUNS_ERROR["bpl"].accuracy
 
 
 def omniglot_samplers(cfg: OmniglotConfig, data_root: str | os.PathLike | None,

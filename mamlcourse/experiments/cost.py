@@ -41,11 +41,11 @@ from pathlib import Path
 
 import torch
 
+from ..algorithms.base import Algorithm
+from ..algorithms.maml_variants import FIRST_ORDER_MAML, MAML
 from ..config import MetaConfig, OmniglotConfig
 from ..maml import get_params
 from ..tasks import TaskBatch, seeded_generator
-from .base import Algorithm
-from .maml_variants import FIRST_ORDER_MAML, MAML
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""End-to-end experiments behind the command line: train, evaluate, write results.json."""
+"""Results files: a dict written as indented JSON, atomically."""
 
 from __future__ import annotations
 
