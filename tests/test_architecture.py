@@ -1,4 +1,8 @@
-"""The layout: ``mamlcourse.experiments`` runs experiments on the library; the library never imports it."""
+"""The layout of docs/architecture.md: each layer imports only the layers below it.
+
+``mamlcourse.experiments`` runs experiments on the library, and the library never imports it;
+the core (MAML itself) imports nothing of the rest of the package.
+"""
 
 from __future__ import annotations
 
@@ -102,3 +106,65 @@ def test_the_paper_numbers_of_the_experiments_come_from_published():
         assert (accuracy, ci95) == (entry.accuracy, entry.ci95)
     assert omniglot.LAKE_HUMAN_ERROR == published.LAKE_RUNS_ERROR["people"].accuracy
     assert omniglot.LAKE_BPL_ERROR == published.LAKE_RUNS_ERROR["bpl"].accuracy
+
+
+# docs/architecture.md, "What each layer may import": the layer of each module, and what it may use.
+CORE = {"config", "tasks", "models", "maml", "training_state", "train", "cuda_graph", "checkpoint", "evaluate"}
+ALGORITHMS = {"algorithms", "baseline", "meta_gradient"}
+COURSE = {"plotting", "widgets", "checks"}
+ENTRY_POINTS = {"cli", "__main__"}
+MAY_IMPORT = {
+    "core": {"core"},
+    "data": {"core", "data"},
+    "algorithms": {"core", "algorithms"},
+    "course": {"core", "data", "algorithms", "course"},
+    "experiments": {"core", "data", "algorithms", "experiments"},
+    "entry points": {"core", "experiments", "entry points"},
+}
+
+
+def layer(module: str) -> str:
+    """``mamlcourse.maml`` -> ``"core"``, ``mamlcourse.widgets.sine`` -> ``"course"``, ..."""
+    first = module.split(".")[1]
+    for name, members in (("core", CORE), ("algorithms", ALGORITHMS), ("course", COURSE),
+                          ("entry points", ENTRY_POINTS)):
+        if first in members:
+            return name
+    if first in ("data", "experiments"):
+        return first
+    raise AssertionError(f"{module}: in no layer of docs/architecture.md; add it there and here")
+
+
+def package_modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE)
+
+
+@pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_module_imports_only_the_layers_it_may(path):
+    own = layer(module_name(path))
+    wrong = []
+    for line, name in imported_modules(path):
+        if not name.startswith("mamlcourse.") or name.count(".") < 1:
+            continue
+        try:
+            used = layer(name)
+        except AssertionError:
+            continue  # ``from . import x`` names resolve to their module as well; unknown names are attributes
+        if used not in MAY_IMPORT[own]:
+            wrong.append(f"line {line}: {name} ({used})")
+    assert not wrong, f"{path.relative_to(ROOT)} is in the {own} layer, which may import " \
+                      f"{sorted(MAY_IMPORT[own])} only: " + "; ".join(wrong)
+
+
+def test_the_layer_rule_can_fail():
+    """A core module importing an algorithm, or an algorithm importing the course, is caught."""
+    assert "algorithms" not in MAY_IMPORT[layer("mamlcourse.maml")]
+    assert "course" not in MAY_IMPORT[layer("mamlcourse.algorithms.anil")]
+    assert layer("mamlcourse.widgets.sine") == "course" and layer("mamlcourse.experiments.cost") == "experiments"
+
+
+def test_the_core_is_what_architecture_md_lists():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    for name in CORE:
+        assert f"`{name}`" in text, f"docs/architecture.md does not list the core module {name}"
+        assert (PACKAGE / f"{name}.py").is_file()
