@@ -236,3 +236,22 @@ def test_the_cost_table_and_curves_show_imaml_beside_maml():
     fig = compare.plot_cost(cost)
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]
     assert compare.COST_ALGORITHMS[-1] is imaml.IMAML
+
+
+def test_the_support_curvature_benchmark_measures_alpha_lambda_max(tmp_path):
+    """benchmarks/support_curvature.py: a random init is flat, the shipped MAML model is not (Rayleigh ≤ λ_max)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "support_curvature.py"
+    spec = importlib.util.spec_from_file_location("support_curvature", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "curvature.json"
+    assert module.main(["--tasks", "4", "--power-steps", "20", "--out", str(out)]) == 0
+    models = json.loads(out.read_text())["models"]
+    init, trained = models["random init (seed 0)"], models["trained/sine-paper"]
+    assert trained["step"] == 70000 and trained["inner_lr"] == 0.01
+    assert 0 < init["median"] < trained["median"], models
+    assert init["max"] >= init["median"] and 0 <= trained["fraction_above_1"] <= 1
