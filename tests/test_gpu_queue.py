@@ -320,8 +320,11 @@ def test_the_deadline_stops_a_run_and_keeps_its_last_checkpoint(tmp_path):
     by_guard = chunk["stopped"] == "stopped at the window's deadline"
     assert by_guard or (chunk["rc"] == 0 and "stopped at the time limit" in log), done.stdout + log[-2000:]
     assert 0 <= chunk["to_step"] < chunk["planned_to"] <= 100_000  # planned past what fits
-    if by_guard:
-        assert chunk["to_step"] % 5 == 0  # a checkpoint every 5 iterations (0.02 s at the believed 4 ms)
+    if by_guard and f"stopped at the time limit after step {chunk['to_step']} " not in log:
+        # Killed by the guard alone: the last checkpoint is at a checkpoint step, every 5 iterations
+        # (0.02 s at the believed 4 ms). The CLI's --time-limit may also have saved mid-interval
+        # just before the guard's signal arrived (seen in CI): then the step is the one it names.
+        assert chunk["to_step"] % 5 == 0
     assert record["wall_s"] < 45
     assert "ms_per_iteration" not in chunk or chunk["ms_per_iteration"] > 4.0  # the ledger learnt the truth
     # What the stop left is a whole checkpoint at a checkpoint step, from which the CLI resumes
