@@ -168,3 +168,13 @@ def test_the_core_is_what_architecture_md_lists():
     for name in CORE:
         assert f"`{name}`" in text, f"docs/architecture.md does not list the core module {name}"
         assert (PACKAGE / f"{name}.py").is_file()
+
+
+def test_importing_the_package_loads_no_plotting_widgets_or_experiments():
+    """docs/architecture.md: ``import mamlcourse`` (core, data, algorithms) leaves the course and experiments out."""
+    code = ("import sys, mamlcourse; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'ipywidgets') or m.startswith(('mamlcourse.experiments', 'mamlcourse.plotting', "
+            "'mamlcourse.widgets', 'mamlcourse.checks'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True).stdout.strip()
+    assert out == "[]", f"import mamlcourse loaded {out}"
