@@ -7,18 +7,15 @@ The whole path, installs included, is played by ``tools/newcomer.py``.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import importlib.util
 import shutil
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import omniglot_root
+from conftest import omniglot_root, serve_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,22 +30,13 @@ def load_course():
 course = load_course()
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
 @pytest.fixture
 def local_index(tmp_path):
     """A local package index on 127.0.0.1 that has a ``torch/`` page (and no other)."""
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "index.html").write_text("<html><body></body></html>")
-    handler = functools.partial(QuietHandler, directory=str(tmp_path))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_directory(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -187,12 +175,8 @@ def omniglot_server(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     shutil.copyfile(source / "all_runs.zip", served / "all_runs.zip")
-    handler = functools.partial(QuietHandler, directory=str(served))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_directory(served) as url:
+        yield url
 
 
 @pytest.fixture

@@ -6,17 +6,14 @@ HTML error page saved under a zip's name. Nothing here reaches the internet.
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
 import shutil
 import socket
-import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import omniglot_root
+from conftest import omniglot_root, serve_directory
 from mamlcourse.data.download import (
     CorruptArchive,
     OmniglotNotFound,
@@ -36,11 +33,6 @@ def data_root() -> Path:
     return omniglot_root(SERVED)
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # keep the test output clean
-        pass
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """Base URLs of a local server: good/, truncated/ and html/ each hold the archives' names."""
@@ -55,13 +47,8 @@ def server(tmp_path_factory):
         (served / "html" / f"{name}.zip").write_text(
             "<!DOCTYPE html><html><head><title>Error 503</title></head>"
             "<body>Service unavailable, please retry later.</body></html>")
-    handler = functools.partial(QuietHandler, directory=str(served))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_directory(served) as url:
+        yield url.rstrip("/")  # the tests append "/good/...", as before
 
 
 @pytest.fixture(autouse=True)
