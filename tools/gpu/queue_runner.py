@@ -155,6 +155,8 @@ class Window:
             except subprocess.TimeoutExpired:
                 p.popen.kill()
                 p.popen.wait()
+            if p.popen.returncode == 0:  # it had ended on its own (the CLI's --time-limit) as the signal went
+                p.stopped = None
 
     def poll(self, procs: list[Proc], on_exit) -> None:
         """Count who shares the device, hand ended ones to ``on_exit``, stop all at the deadline."""
