@@ -164,13 +164,52 @@ def test_train_state_needs_the_final_evaluation():
 
 def test_table1_queue_is_in_the_issues_order():
     names = [j.name for j in qj.QUEUES["table1"]]
-    assert names == ["check", "measure", "paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s",
+    assert names == ["check", "probe", "measure", "paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s",
                      "speed", "lesson5-full-omniglot", "lesson5-full-cost", "lesson5-full-sine"]
-    five_one = qj.QUEUES["table1"][2]
+    five_one = job_named("table1", "paper-5w1s")
     assert five_one.folder == "trained/omniglot-5w1s" and (ROOT / five_one.folder / "checkpoint.pt").is_file()
     assert qj.read_progress(ROOT, five_one).step == 36_000  # resumes the shipped run
-    twenty_one = qj.QUEUES["table1"][3]
+    twenty_one = job_named("table1", "paper-20w1s")
     assert twenty_one.lake and twenty_one.folder == "trained/omniglot-20w1s"
+
+
+def job_named(queue: str, name: str):
+    return next(j for j in qj.QUEUES[queue] if j.name == name)
+
+
+PROBED = {"vmap": {"ms": 100.0}, "loop": {"ms": 80.0}, "vmap+tf32": {"ms": 60.0}, "loop+tf32": {"ms": 75.0}}
+
+
+def test_settings_take_the_fastest_probed_variant_and_keep_a_runs_arithmetic():
+    fresh = qj.choose_settings(PROBED)
+    assert (fresh.vectorize, fresh.tf32, fresh.ms) == ("vmap", True, 60.0) and "saves 1.33x" in fresh.why
+    assert fresh.options("cuda") == ["--vectorize", "vmap", "--tf32"]
+    assert fresh.options("cpu") == ["--vectorize", "vmap"]  # TF32 means nothing on a CPU
+    exact = qj.choose_settings(PROBED, fixed_tf32=False)  # a run begun in exact float32 stays so
+    assert (exact.vectorize, exact.tf32, exact.ms) == ("loop", False, 80.0)
+    small_gain = qj.choose_settings({"vmap": {"ms": 10.0}, "vmap+tf32": {"ms": 9.0}})
+    assert not small_gain.tf32 and "only 1.11x" in small_gain.why  # under TF32_MIN_GAIN: exact
+    unprobed = qj.choose_settings(None, fixed_tf32=True)
+    assert unprobed.options("cuda") == ["--tf32"] and unprobed.ms is None
+
+
+def test_run_settings_read_the_probe_of_this_device_and_the_checkpoints_precision(tmp_path):
+    job = qj.TrainJob("p", "paper-20w1s", "trained/x")
+    write(tmp_path / qj.probe_path("table1"), json.dumps({"device": "NVIDIA H200", "presets": {"paper-20w1s": PROBED}}))
+    assert qj.run_settings(tmp_path, "table1", "NVIDIA H200", job, qj.Progress()).tf32  # not begun: TF32
+    begun_exact = qj.Progress(step=500, tf32=False)
+    assert qj.run_settings(tmp_path, "table1", "NVIDIA H200", job, begun_exact).options("cuda") == [
+        "--vectorize", "loop"]
+    assert qj.run_settings(tmp_path, "table1", "NVIDIA A100", job, qj.Progress()).vectorize is None  # another GPU
+    # The shipped 5w1s checkpoint predates the precision record: the job says it began with TF32.
+    five_one = job_named("table1", "paper-5w1s")
+    progress = qj.read_progress(ROOT, five_one)
+    assert progress.tf32 is None and five_one.tf32
+    assert qj.run_settings(tmp_path, "table1", "NVIDIA H200", five_one, progress).options("cuda") == ["--tf32"]
+    # The probe's figure projects a run the ledger has not measured.
+    ledger = qj.load_ledger(tmp_path, "table1")
+    assert qj.rate_ms(ledger, "NVIDIA H200", "paper-20w1s", 1, probed=60.0) == (
+        60.0, "projected from the probe (random images, sampling not timed)")
 
 
 def test_the_queues_train_command_resumes_the_shipped_5w1s_run():
@@ -183,13 +222,17 @@ def test_the_queues_train_command_resumes_the_shipped_5w1s_run():
     from mamlcourse import cli
     from mamlcourse.checkpoint import CheckpointMismatch, check_compatible, load_checkpoint
 
-    job = qj.QUEUES["table1"][2]
+    job = job_named("table1", "paper-5w1s")
     settings = queue_runner.Settings(root=ROOT, code=ROOT, queue="table1", device="cuda", data=None,
                                      budget_s=600.0, out=None)
     window = SimpleNamespace(s=settings, time_limit_flag=True)
-    argv = queue_runner.Window.train_argv(window, job, job.target, 30.0, 300.0)
+    run = qj.run_settings(ROOT, "table1", "NVIDIA H200", job, qj.read_progress(ROOT, job))
+    argv = queue_runner.Window.train_argv(window, job, job.target, 30.0, 300.0, run)
     assert argv[1:5] == ["-m", "mamlcourse", "train", "omniglot"] and "--cuda-graph" in argv
-    cfg = cli._config_from_args(cli.build_parser().parse_args(argv[3:]))
+    assert "--tf32" in argv  # the arithmetic its first 36,000 iterations used
+    args = cli.build_parser().parse_args(argv[3:])
+    assert args.tf32
+    cfg = cli._config_from_args(args)
     assert cfg.num_iterations == job.target == 60_000
     saved = load_checkpoint(ROOT / job.folder / "checkpoint.pt")["config"]
     check_compatible(saved, cfg, job.folder)
@@ -242,7 +285,7 @@ def state(path: Path) -> dict:
 def test_windows_measure_chunk_bring_back_and_continue(tmp_path):
     here = tmp_path / "here"
     here.mkdir()
-    a, b = qj.QUEUES["tiny"][1], qj.QUEUES["tiny"][2]
+    a, b = job_named("tiny", "tiny-a"), job_named("tiny", "tiny-b")
 
     # Window 1: only the measure job: each run alone, then both at once; all of it real progress.
     gpu1, out1, _ = window(tmp_path, here, "1", "--only", "measure", "--budget", "400", "--max-chunk", "8",
@@ -331,3 +374,21 @@ def test_the_deadline_stops_a_run_and_keeps_its_last_checkpoint(tmp_path):
     # (its own tests kill -9 a run and resume it bit for bit).
     assert qj.read_progress(gpu1, job).step == chunk["to_step"]
     assert "trained/tiny-long/checkpoint.pt" in queue_bundle.bring_back(out1, here) or chunk["to_step"] == 0
+
+
+@pytest.mark.slow
+@needs_omniglot
+def test_a_window_probes_then_trains_with_the_fastest_variant(tmp_path):
+    """The probe times the tiny queue's preset each way; the training chunk after it uses the fastest."""
+    here = tmp_path / "here"
+    here.mkdir()
+    gpu, out, done = window(tmp_path, here, "1", "--only", "tiny-probe,tiny-a", "--budget", "300")
+    probe = json.loads((gpu / qj.probe_path("tiny")).read_text())
+    assert probe["device"] == "cpu" and set(probe["presets"]["quick"]) == {"vmap", "loop"}, probe
+    chosen = qj.choose_settings(probe["presets"]["quick"])
+    ledger = json.loads((gpu / qj.ledger_path("tiny")).read_text())
+    assert "cpu" in ledger["commands"]["tiny-probe"]["passed"]
+    chunk = next(c for c in ledger["windows"][0]["chunks"] if c["kind"] == "train")
+    assert chunk["job"] == "tiny-a" and chunk["settings"]["vectorize"] == chosen.vectorize, done.stdout
+    assert f"--vectorize {chosen.vectorize}" in (gpu / "trained/tiny-a/train.log").read_text()
+    assert qj.probe_path("tiny") in queue_bundle.bring_back(out, here)

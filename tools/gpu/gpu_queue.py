@@ -101,7 +101,8 @@ def status_text(root: Path, queue: str, device_name: str | None, budget: float) 
         else:
             p = qj.read_progress(root, job)
             state = qj.train_state(job, p)
-            ms, source = qj.rate_ms(ledger, device_name, job.preset, 1)
+            settings = qj.run_settings(root, queue, device_name, job, p)
+            ms, source = qj.rate_ms(ledger, device_name, job.preset, 1, probed=settings.ms)
             evals = 0.0 if state == "done" else qj.eval_seconds(ledger, device_name, kind, job.preset, job.eval_tasks)
             need = evals + ((job.target - p.step) * ms / 1000 if ms else float("nan"))
             total += need
@@ -109,8 +110,9 @@ def status_text(root: Path, queue: str, device_name: str | None, budget: float) 
                 f"; last eval at {p.results_iterations}: {100 * p.accuracy:.2f}% ± {100 * p.ci95:.2f} "
                 f"({p.results_tasks} tasks)")
             rate = f"{ms:.2f} ms/it, {source}" if ms else "ms/it unknown"
+            options = " ".join(settings.options(kind)) or "the CLI's defaults"
             lines.append(f"  {job.name:<13} {state:<9} {p.step:>6}/{job.target:<6} needs ~{need / 60:.1f} min "
-                         f"alone ({rate}){score}")
+                         f"alone ({rate}){score}; next chunk: {options}")
     gain = (measure or {}).get("gain")
     lines.append(f"  total ~{total / 60:.1f} device-minutes one job at a time (projected), "
                  f"~{total / (budget - 60) if budget > 60 else float('nan'):.1f} windows of {budget:.0f} s"

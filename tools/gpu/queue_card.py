@@ -12,7 +12,20 @@ from pathlib import Path
 MARK = "<!-- written by tools/gpu/queue_card.py from results.json -->"
 
 
-def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.json") -> str:
+def chunk_settings(ledger: dict, job: str) -> str | None:
+    """The settings the queue's training chunks of ``job`` ran with, e.g. ``vmap, TF32 on (12 chunks)``."""
+    seen: dict[str, int] = {}
+    for window in ledger.get("windows", []):
+        for chunk in window.get("chunks", []):
+            if chunk.get("job") == job and chunk.get("kind") == "train" and "settings" in chunk:
+                s = chunk["settings"]
+                key = f"{s['vectorize'] or 'the CLI default'} over the tasks, TF32 {'on' if s['tf32'] else 'off'}"
+                seen[key] = seen.get(key, 0) + 1
+    return "; ".join(f"{k} ({n} chunk{'s' if n > 1 else ''})" for k, n in seen.items()) or None
+
+
+def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.json",
+               settings: str | None = None) -> str:
     cfg, ev = results["config"], results["eval"]
     steps = ", ".join(f"{100 * a:.2f}" for a in ev["accuracy_by_step"])
     paper = results.get("paper")
@@ -30,6 +43,8 @@ def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.
          f"seed {cfg['seed']}, split `{cfg['split']}`, rotations {cfg['rotations']}"),
         ("Budget", f"{results['iterations']:,} iterations, {results['wall_seconds']:.0f} s of training on "
          f"{results['device']} ({results['ms_per_iteration']:.1f} ms/iteration averaged over all chunks)"),
+        *([("Settings", f"{settings} (`tools/gpu/probe_speed.py` timed the variants; "
+                         "`queue_jobs.choose_settings` chose)")] if settings else []),
         ("Test accuracy", f"**{100 * ev['accuracy']:.2f}% ± {100 * ev['ci95']:.2f}** (95% CI) on "
          f"{ev['num_tasks']} test tasks after {ev['inner_steps']} inner steps, {ev['k_query']} query images "
          f"per class{paper_text}. By steps 0..{len(ev['accuracy_by_step']) - 1}: {steps}"),
@@ -49,11 +64,15 @@ def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.
     return "\n".join(lines) + "\n"
 
 
-def write_card(root: Path, folder: str, ledger: str = "docs/gpu/table1-queue.json") -> Path:
-    """Write ``folder/MODEL_CARD.md`` from ``folder/results.json``, keeping a hand-written card below."""
+def write_card(root: Path, folder: str, ledger: str = "docs/gpu/table1-queue.json",
+               settings: str | None = None) -> Path:
+    """Write ``folder/MODEL_CARD.md`` from ``folder/results.json``, keeping a hand-written card below.
+
+    ``settings``: what its chunks ran with (``chunk_settings`` of the ledger), a row of its own.
+    """
     results = json.loads((root / folder / "results.json").read_text())
     path = root / folder / "MODEL_CARD.md"
-    card = model_card(results, folder, ledger)
+    card = model_card(results, folder, ledger, settings)
     if path.is_file():
         old = path.read_text()
         if not old.startswith(MARK):  # hand-written: kept, its title one level down

@@ -39,6 +39,8 @@ class TrainJob:
 
     ``options`` are extra ``train`` options given identically to every chunk (settings
     that a checkpoint refuses to change); ``lake`` adds Lake et al.'s 20 one-shot runs.
+    ``tf32`` is the arithmetic a run already began with when its checkpoint does not say
+    (checkpoints written before they recorded it); None: the probe chooses at the first chunk.
     """
 
     name: str
@@ -48,6 +50,7 @@ class TrainJob:
     eval_tasks: int = 600
     lake: bool = False
     options: tuple[str, ...] = ()
+    tf32: bool | None = None
     kind: str = "train"
 
 
@@ -78,8 +81,13 @@ class MeasureJob:
     kind: str = "measure"
 
 
-def _paper(preset: str, *, lake: bool = False) -> TrainJob:
-    return TrainJob(preset, preset, f"trained/omniglot-{preset.removeprefix('paper-')}", lake=lake)
+def probe_path(queue: str) -> str:
+    """Where the queue's probe (``tools/gpu/probe_speed.py``) writes its timings."""
+    return f"docs/gpu/{queue}-probe.json"
+
+
+def _paper(preset: str, *, lake: bool = False, tf32: bool | None = None) -> TrainJob:
+    return TrainJob(preset, preset, f"trained/omniglot-{preset.removeprefix('paper-')}", lake=lake, tf32=tf32)
 
 
 QUEUES: dict[str, list] = {
@@ -88,8 +96,13 @@ QUEUES: dict[str, list] = {
     "table1": [
         CommandJob("check", ("{python}", "{code}/tools/gpu/check.py"), watch=("docs/gpu",), estimate_s=480,
                    requires="tools/gpu/check.py"),
+        # ms/iteration of every preset with vmap or a loop, TF32 off or on: each run's settings.
+        CommandJob("probe", ("{python}", "{code}/tools/gpu/probe_speed.py", "--device", "{device}", "--out",
+                             probe_path("table1")), watch=("docs/gpu",), estimate_s=240),
         MeasureJob(),
-        _paper("paper-5w1s", lake=True),
+        # Its first 36,000 iterations ran with TF32 on (trained/omniglot-5w1s/MODEL_CARD.md), in a
+        # checkpoint that predates the record of it: the rest continues that arithmetic.
+        _paper("paper-5w1s", lake=True, tf32=True),
         _paper("paper-20w1s", lake=True),
         _paper("paper-5w5s"),
         _paper("paper-20w5s"),
@@ -104,6 +117,9 @@ QUEUES: dict[str, list] = {
     # Seconds on a CPU, for the tests: small runs of the quick preset (one long enough to be
     # stopped at a deadline) and one command.
     "tiny": [
+        CommandJob("tiny-probe", ("{python}", "{code}/tools/gpu/probe_speed.py", "--device", "{device}",
+                                  "--presets", "quick", "--seconds", "0.5", "--out", probe_path("tiny")),
+                   watch=("docs/gpu",), estimate_s=30, needs_cuda=False),
         MeasureJob(seconds=2.0),
         TrainJob("tiny-a", "quick", "trained/tiny-a", target=24, eval_tasks=6,
                  options=("--tasks-per-batch", "2")),
@@ -160,23 +176,25 @@ class Progress:
     results_lake: bool = False
     accuracy: float | None = None
     ci95: float | None = None
+    tf32: bool | None = None           # the checkpoint's arithmetic, when it records it (GPU runs)
 
 
 def read_progress(root: Path, job: TrainJob) -> Progress:
     import torch  # here, not at import: `status` and `bring-back` stay light
 
     folder = root / job.folder
-    step, seconds = 0, 0.0
+    step, seconds, tf32 = 0, 0.0, None
     if (folder / "checkpoint.pt").is_file():
         state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
         step = int(state["step"])
         seconds = float(state.get("history", {}).get("wall_seconds", 0.0))
+        tf32 = (state.get("precision") or {}).get("tf32")
     results = {}
     if (folder / "results.json").is_file():
         results = json.loads((folder / "results.json").read_text())
     ev = results.get("eval", {})
     return Progress(step, seconds, results.get("iterations"), ev.get("num_tasks"),
-                    "lake_runs" in results, ev.get("accuracy"), ev.get("ci95"))
+                    "lake_runs" in results, ev.get("accuracy"), ev.get("ci95"), tf32)
 
 
 def train_state(job: TrainJob, p: Progress) -> str:
@@ -194,10 +212,13 @@ def device_kind(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
-def rate_ms(ledger: dict, device_name: str, preset: str, level: int) -> tuple[float | None, str]:
+def rate_ms(ledger: dict, device_name: str, preset: str, level: int,
+            probed: float | None = None) -> tuple[float | None, str]:
     """ms/iteration of ``preset`` with ``level`` runs sharing the device, and where it comes from.
 
-    Unmeasured levels are projected pessimistically from fewer runs (no gain from sharing).
+    Unmeasured levels are projected pessimistically from fewer runs (no gain from sharing);
+    a preset not yet trained here is projected from ``probed`` (the probe's ms/iteration of the
+    settings chosen, which leaves out sampling the tasks), else from the priors.
     """
     known = ledger["rates"].get(device_name, {}).get(preset, {})
     if str(level) in known:
@@ -206,10 +227,73 @@ def rate_ms(ledger: dict, device_name: str, preset: str, level: int) -> tuple[fl
     if lower:
         k = max(lower)
         return known[str(k)]["ms"] * level / k, f"projected from {k} run(s) measured"
+    if probed is not None:
+        return probed * level, "projected from the probe (random images, sampling not timed)"
     prior = PRIOR_MS.get(device_name, {}).get(preset)
     if prior is not None:
         return prior * level, f"projected from {PRIOR_SOURCE}"
     return None, "unknown"
+
+
+# ---------------------------------------------------------------------------------------
+# Each run's settings: vmap or a loop over the tasks, TF32 or exact float32, from the probe.
+
+TF32_MIN_GAIN = 1.15  # TF32 moves the float32 meta-gradient: taken only for a clear saving
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The ``train`` options a chunk gets, the probe's ms/iteration for them, and why."""
+
+    vectorize: str | None = None       # "vmap" or "loop"; None: the CLI's default
+    tf32: bool = False
+    ms: float | None = None            # the probe's figure for this variant (None: not probed)
+    why: str = "not probed on this device: the CLI's defaults"
+
+    def options(self, device: str) -> list[str]:
+        opts = ["--vectorize", self.vectorize] if self.vectorize else []
+        return opts + (["--tf32"] if self.tf32 and device_kind(device) == "cuda" else [])
+
+
+def load_probe(root: Path, queue: str, device_name: str) -> dict:
+    """The probe's timings by preset (``{preset: {variant: {"ms": ...}}}``) if it ran on this device, else {}."""
+    path = root / probe_path(queue)
+    if not path.is_file():
+        return {}
+    probe = json.loads(path.read_text())
+    return probe.get("presets", {}) if probe.get("device") == device_name else {}
+
+
+def choose_settings(timings: dict | None, fixed_tf32: bool | None = None) -> RunSettings:
+    """The fastest variant the probe timed for a preset; TF32 only when it saves ``TF32_MIN_GAIN``.
+
+    ``timings``: ``{variant: {"ms": ...}}`` with variants ``vmap``, ``loop``, ``vmap+tf32``,
+    ``loop+tf32``. ``fixed_tf32``: the arithmetic a run already began with (it keeps it: a
+    checkpoint refuses to resume with the other), None for a run not yet begun.
+    """
+    fixed = "" if fixed_tf32 is None else f"; TF32 {'on' if fixed_tf32 else 'off'} as the run began"
+    timed = {name: t["ms"] for name, t in (timings or {}).items() if t.get("ms")}
+    exact = {n: ms for n, ms in timed.items() if not n.endswith("+tf32")}
+    tf32 = {n: ms for n, ms in timed.items() if n.endswith("+tf32")}
+    pool = exact if fixed_tf32 is False else tf32 if fixed_tf32 else None
+    if pool is None:
+        if exact and tf32:
+            gain = min(exact.values()) / min(tf32.values())
+            pool = tf32 if gain >= TF32_MIN_GAIN else exact
+            fixed = f"; TF32 {'saves' if pool is tf32 else 'would save only'} {gain:.2f}x"
+        else:
+            pool = exact or tf32
+    if not pool:
+        return RunSettings(tf32=bool(fixed_tf32), why="not probed on this device: the CLI's defaults" + fixed)
+    name = min(pool, key=pool.get)
+    return RunSettings(name.removesuffix("+tf32"), name.endswith("+tf32"), pool[name],
+                       f"fastest probed: {name} {pool[name]:.2f} ms/iteration" + fixed)
+
+
+def run_settings(root: Path, queue: str, device_name: str, job: TrainJob, progress: Progress) -> RunSettings:
+    """The settings of ``job``'s next chunk: the probe's choice, TF32 as the run began if it has."""
+    began = progress.tf32 if progress.tf32 is not None else (job.tf32 if progress.step > 0 else None)
+    return choose_settings(load_probe(root, queue, device_name).get(job.preset), began)
 
 
 def record_rate(ledger: dict, device_name: str, preset: str, level: int, ms: float) -> None:

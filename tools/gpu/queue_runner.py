@@ -37,6 +37,7 @@ class Proc:
     started: float
     before: qj.Progress | None = None
     planned_end: int | None = None
+    settings: qj.RunSettings | None = None  # a training chunk's vmap/loop and TF32
     level_sum: int = 0
     polls: int = 0
     stopped: str | None = None      # why the queue stopped it, if it did
@@ -177,11 +178,13 @@ class Window:
             self.poll(procs, on_exit)
 
     # -- training ---------------------------------------------------------------------
-    def train_argv(self, job: qj.TrainJob, end: int, ms: float | None, usable_s: float) -> list[str]:
+    def train_argv(self, job: qj.TrainJob, end: int, ms: float | None, usable_s: float,
+                   settings: qj.RunSettings = qj.RunSettings()) -> list[str]:
         argv = [sys.executable, "-m", "mamlcourse", "train", "omniglot", "--preset", job.preset,
                 "--out", job.folder, "--device", self.s.device, "--iterations", str(end),
                 "--tasks", str(min(self.s.partial_eval_tasks, job.eval_tasks)),
-                "--checkpoint-every", str(qj.checkpoint_every(ms, self.s.checkpoint_s)), "--no-progress", *job.options]
+                "--checkpoint-every", str(qj.checkpoint_every(ms, self.s.checkpoint_s)), "--no-progress",
+                *settings.options(self.s.device), *job.options]
         if self.s.device.startswith("cuda"):
             argv.append("--cuda-graph")
         if self.time_limit_flag:  # a clean stop a little after the planned end, if the CLI has it
@@ -205,7 +208,8 @@ class Window:
             argv = [sys.executable, "-m", "mamlcourse", "eval", "omniglot", "--checkpoint", job.folder,
                     "--device", self.s.device, "--tasks", str(job.eval_tasks), "--no-progress"]
             return self.launch(job, "evaluate", argv + (["--lake-runs"] if job.lake else []), log, before=before)
-        ms, _ = qj.rate_ms(self.ledger, self.device_name, job.preset, level)
+        settings = qj.run_settings(self.s.root, self.s.queue, self.device_name, job, before)
+        ms, _ = qj.rate_ms(self.ledger, self.device_name, job.preset, level, probed=settings.ms)
         partial = qj.eval_seconds(self.ledger, self.device_name, self.s.device, job.preset,
                                   min(self.s.partial_eval_tasks, job.eval_tasks))
         usable = self.time_left() - start - partial
@@ -220,8 +224,8 @@ class Window:
         end = min(end, job.target, before.step + self.s.max_chunk if self.s.max_chunk else job.target)
         if end <= before.step:
             return None
-        return self.launch(job, "train", self.train_argv(job, end, ms, usable), log, before=before,
-                           planned_end=end)
+        return self.launch(job, "train", self.train_argv(job, end, ms, usable, settings), log, before=before,
+                           planned_end=end, settings=settings)
 
     def finished(self, p: Proc) -> None:
         """Record what a training or evaluation process did, and learn its rates."""
@@ -232,6 +236,8 @@ class Window:
         chunk = {"job": p.job.name, "kind": p.kind, "from_step": p.before.step, "to_step": after.step,
                  "planned_to": p.planned_end, "runs_sharing": p.level, "mps": bool(self.mps_env),
                  "wall_s": round(wall, 1), "train_s": round(seconds, 1), "rc": rc, "stopped": p.stopped}
+        if p.settings is not None:
+            chunk["settings"] = {"vectorize": p.settings.vectorize, "tf32": p.settings.tf32, "why": p.settings.why}
         evals = self.ledger["evals"].setdefault(self.device_name, {})
         results = self.s.root / p.job.folder / "results.json"
         eval_s = 0.0
@@ -252,13 +258,14 @@ class Window:
             self.failed.add(p.job.name)
             self.note(f"{p.job.name}: {p.kind} failed (exit {rc}); not retried in this window:\n    "
                       + "\n    ".join(tail[-4:]))
+        self.record["chunks"].append(chunk)
         if p.kind == "evaluate" or after.step >= p.job.target:
             if qj.train_state(p.job, after) == "done":
-                card = queue_card.write_card(self.s.root, p.job.folder, qj.ledger_path(self.s.queue))
+                card = queue_card.write_card(self.s.root, p.job.folder, qj.ledger_path(self.s.queue),
+                                             queue_card.chunk_settings(self.ledger, p.job.name))
                 self.touched.add(str(card.relative_to(self.s.root)))
                 self.note(f"{p.job.name}: done: {100 * after.accuracy:.2f}% ± {100 * after.ci95:.2f} on "
                           f"{after.results_tasks} test tasks at {after.step} iterations; {card.name} written")
-        self.record["chunks"].append(chunk)
         rate = f", {chunk['ms_per_iteration']:.1f} ms/iteration" if "ms_per_iteration" in chunk else ""
         self.log(f"{p.job.name}: {p.kind} ended (exit {rc}{', ' + p.stopped if p.stopped else ''}) "
                  f"at step {after.step}/{p.job.target}{rate}, {wall:.0f} s")
