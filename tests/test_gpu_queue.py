@@ -240,6 +240,25 @@ def test_the_queues_train_command_resumes_the_shipped_5w1s_run():
         check_compatible(saved, dataclasses.replace(cfg, inner_lr=1.0), job.folder)
 
 
+def test_runs_not_begun_wait_for_the_probe_that_chooses_their_settings(tmp_path):
+    import queue_runner
+
+    def window(**kw):
+        return queue_runner.Window(queue_runner.Settings(root=tmp_path, code=ROOT, queue="tiny", device="cpu",
+                                                         data=None, budget_s=60.0, out=None, **kw))
+
+    w = window()
+    assert w.settings_pending() == "tiny-probe"
+    assert w.start_train(job_named("tiny", "tiny-a"), 1) is None  # not begun: waits
+    record = w.ledger["commands"]["tiny-probe"] = {"last": {"device": "cpu", "rc": 0, "stopped": "at the deadline"}}
+    assert w.settings_pending() == "tiny-probe"  # cut short: still owed
+    record["last"]["stopped"] = None
+    record["last"]["rc"] = 1
+    assert w.settings_pending() is None  # ran and failed: runs begin with the CLI's defaults
+    assert window(only=("measure",)).settings_pending() is None  # a window without the probe: no wait
+    assert "tiny-a: not begun; it waits for tiny-probe" in (tmp_path / qj.log_path("tiny")).read_text()
+
+
 def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
     folder = "trained/omniglot-5w1s"
     shutil.copytree(ROOT / folder, tmp_path / folder)
@@ -251,6 +270,17 @@ def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
     assert card.count("## The card before the queue finished this run") == 1
     assert hand_written.split("\n", 1)[1] in card  # kept whole, its title one level down
     assert queue_card.write_card(tmp_path, folder).read_text() == card  # written again: the same
+    assert "| Settings |" not in card
+    ledger = {"windows": [{"chunks": [
+        {"job": "paper-5w1s", "kind": "train", "settings": {"vectorize": "vmap", "tf32": True, "why": ""}},
+        {"job": "paper-5w1s", "kind": "evaluate"},
+        {"job": "paper-20w1s", "kind": "train", "settings": {"vectorize": "loop", "tf32": False, "why": ""}}]},
+        {"chunks": [{"job": "paper-5w1s", "kind": "train", "settings": {"vectorize": "vmap", "tf32": True,
+                                                                       "why": ""}}]}]}
+    settings = queue_card.chunk_settings(ledger, "paper-5w1s")
+    assert settings == "vmap over the tasks, TF32 on (2 chunks)"
+    card = queue_card.write_card(tmp_path, folder, settings=settings).read_text()
+    assert "| Settings | vmap over the tasks, TF32 on (2 chunks) (`tools/gpu/probe_speed.py`" in card
 
 
 def test_bad_options_fail_with_one_line(tmp_path):

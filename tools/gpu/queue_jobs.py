@@ -60,6 +60,8 @@ class CommandJob:
 
     ``{python}`` and ``{device}`` in ``argv`` are filled in; new or changed files under
     ``watch`` are its outputs; ``requires`` is a file that must exist for it to run.
+    ``settles_settings``: the probe, whose timings choose each run's settings; a run that has not
+    begun does not begin before it has run here (a run keeps the arithmetic it began with).
     """
 
     name: str
@@ -68,6 +70,7 @@ class CommandJob:
     estimate_s: float = 60.0
     needs_cuda: bool = True
     requires: str | None = None
+    settles_settings: bool = False  # runs not yet begun wait until it has run on this device
     kind: str = "command"
 
 
@@ -98,7 +101,7 @@ QUEUES: dict[str, list] = {
                    requires="tools/gpu/check.py"),
         # ms/iteration of every preset with vmap or a loop, TF32 off or on: each run's settings.
         CommandJob("probe", ("{python}", "{code}/tools/gpu/probe_speed.py", "--device", "{device}", "--out",
-                             probe_path("table1")), watch=("docs/gpu",), estimate_s=240),
+                             probe_path("table1")), watch=("docs/gpu",), estimate_s=150, settles_settings=True),
         MeasureJob(),
         # Its first 36,000 iterations ran with TF32 on (trained/omniglot-5w1s/MODEL_CARD.md), in a
         # checkpoint that predates the record of it: the rest continues that arithmetic.
@@ -119,7 +122,7 @@ QUEUES: dict[str, list] = {
     "tiny": [
         CommandJob("tiny-probe", ("{python}", "{code}/tools/gpu/probe_speed.py", "--device", "{device}",
                                   "--presets", "quick", "--seconds", "0.5", "--out", probe_path("tiny")),
-                   watch=("docs/gpu",), estimate_s=30, needs_cuda=False),
+                   watch=("docs/gpu",), estimate_s=30, needs_cuda=False, settles_settings=True),
         MeasureJob(seconds=2.0),
         TrainJob("tiny-a", "quick", "trained/tiny-a", target=24, eval_tasks=6,
                  options=("--tasks-per-batch", "2")),

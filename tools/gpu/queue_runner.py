@@ -77,6 +77,7 @@ class Window:
         self.t0 = started if started is not None else time.monotonic()
         self.deadline = self.t0 + s.budget_s - s.reserve_s
         self.jobs = qj.QUEUES[s.queue]
+        self.selected = [j for j in self.jobs if not s.only or j.name in s.only]  # this window's jobs
         self.ledger = qj.load_ledger(s.root, s.queue)
         self.device_name = device_name(s.device)
         self.time_limit_flag = "--time-limit" in (s.code / "mamlcourse" / "cli.py").read_text()
@@ -178,6 +179,18 @@ class Window:
             self.poll(procs, on_exit)
 
     # -- training ---------------------------------------------------------------------
+    def settings_pending(self) -> str | None:
+        """The probe this window runs, while it has not yet run to its end on this device."""
+        for job in self.selected:
+            if not getattr(job, "settles_settings", False) or (job.needs_cuda and not self.s.device.startswith("cuda")):
+                continue
+            record = self.ledger["commands"].get(job.name, {})
+            last = record.get("last", {})
+            ran_here = last.get("device") == self.device_name and last.get("stopped") is None
+            if self.device_name not in record.get("passed", {}) and not ran_here:  # failed: the defaults
+                return job.name
+        return None
+
     def train_argv(self, job: qj.TrainJob, end: int, ms: float | None, usable_s: float,
                    settings: qj.RunSettings = qj.RunSettings()) -> list[str]:
         argv = [sys.executable, "-m", "mamlcourse", "train", "omniglot", "--preset", job.preset,
@@ -197,6 +210,10 @@ class Window:
         state = qj.train_state(job, before)
         start = qj.start_seconds(self.ledger, self.device_name, self.s.device)
         if state == "done":
+            return None
+        gate = self.settings_pending() if before.step == 0 else None
+        if gate is not None:
+            self.log(f"{job.name}: not begun; it waits for {gate}, whose timings choose its settings")
             return None
         self.touched.update(f"{job.folder}/{n}" for n in ("checkpoint.pt", "results.json", "train.log"))
         log = self.s.root / job.folder / "train.log"
@@ -438,7 +455,7 @@ class Window:
     def run(self) -> None:
         self.log(f"window on {self.device_name}: budget {self.s.budget_s:.0f} s, "
                  f"{self.time_left():.0f} s until the deadline")
-        jobs = [j for j in self.jobs if not self.s.only or j.name in self.s.only]
+        jobs = self.selected
         trains = [j for j in self.jobs if j.kind == "train"]  # measured even under --only measure
         i = 0
         try:
