@@ -41,6 +41,8 @@ from mamlcourse.cuda_graph import GraphedMetaStep  # noqa: E402
 from mamlcourse.maml import get_params, meta_loss  # noqa: E402
 from mamlcourse.models import build_model  # noqa: E402
 from mamlcourse.tasks import TaskBatch  # noqa: E402
+from mamlcourse.train import eager_step  # noqa: E402
+from mamlcourse.training_state import TrainingState  # noqa: E402
 
 TABLE1 = ("paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s")
 
@@ -79,22 +81,17 @@ def time_variant(cfg, v: dict, device: torch.device, seconds: float, most: int =
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = v["tf32"]
     cfg = replace(cfg, vectorize=v["vectorize"] == "vmap")
     torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    params = get_params(model)
     graphed = device.type == "cuda"
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.outer_lr, capturable=graphed)
+    state = TrainingState.create(build_model(cfg), cfg, device=device, capturable=graphed)  # as meta_train
+    params = get_params(state.model)
     generator = torch.Generator().manual_seed(0)
     batches = [random_tasks(cfg, device, generator) for _ in range(4)]
     tic = time.perf_counter()
     if graphed:
-        step = GraphedMetaStep(model, params, optimizer, meta_loss, cfg, batches[0])
+        step = GraphedMetaStep(state.model, params, state.optimizer, meta_loss, cfg, batches[0])
     else:
         def step(tasks):
-            loss, _ = meta_loss(model, params, tasks, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss
+            return eager_step(state, params, meta_loss, tasks)
         step(batches[0])  # one untimed iteration (allocations, first-call work)
     sync(device)
     setup_s = time.perf_counter() - tic
