@@ -1,5 +1,8 @@
 """Omniglot N-way K-shot MAML end to end: train with validation, score 600 test tasks, Lake's runs.
 
+``table1`` reads the course's runs of the paper's four presets (``trained/omniglot-<columns>``)
+and sets each beside Table 1 as it stands: final, partial or not run.
+
 ``train_omniglot`` meta-trains ConvNet4 on the training split of ``cfg.split`` (validating
 on held-out characters every ``cfg.validate_every`` iterations), checkpoints into the run
 folder (a second call resumes), scores ``cfg.eval_tasks`` fixed test tasks after
@@ -15,6 +18,7 @@ image's prediction depends on the other query images of its task (transductive).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -25,7 +29,7 @@ from torch import nn
 
 from ..algorithms.published import LAKE_RUNS_ERROR, OMNIGLOT_MAML
 from ..checkpoint import load_model
-from ..config import OmniglotConfig
+from ..config import OmniglotConfig, omniglot_preset
 from ..data.omniglot import SPLITS, OmniglotTasks, lake_runs, load_images
 from ..evaluate import EvalResult, adaptation_curve, evaluate
 from ..maml import get_params
@@ -172,4 +176,54 @@ def format_table(results: dict[str, Any]) -> str:
                      f"error {lake['error_percent']:.1f}% "
                      f"after {lake['inner_steps']} steps (people {lake['human_error_percent']}%, "
                      f"BPL {lake['bpl_error_percent']}%)")
+    return "\n".join(lines)
+
+
+def table1(trained: str | os.PathLike = "trained") -> list[dict[str, Any]]:
+    """Table 1's four columns beside the course's runs in ``trained/omniglot-<columns>/results.json``.
+
+    Returns one dict per column (5w1s, 5w5s, 20w1s, 20w5s): ``preset``, ``paper`` and
+    ``paper_ci95`` (%), ``target`` (the paper's mean minus its CI, %), ``status`` (``final``:
+    the paper's iterations and 600 test tasks; ``partial``; ``not run``), and for a run
+    ``iterations``, ``num_tasks``, ``accuracy`` and ``ci95`` (%), ``device``, ``reached``
+    (accuracy >= target), and Lake's error (%) with the head used, when scored.
+    """
+    rows = []
+    for columns, published in OMNIGLOT_MAML.items():
+        preset = f"paper-{columns}"
+        row: dict[str, Any] = {"preset": preset, "paper": published.accuracy, "paper_ci95": published.ci95,
+                               "target": round(published.accuracy - published.ci95, 2), "status": "not run"}
+        path = Path(trained) / f"omniglot-{columns}" / "results.json"
+        if path.is_file():
+            results = json.loads(path.read_text())
+            if results.get("preset") != preset:
+                raise ValueError(f"{path} is a run of preset {results.get('preset')!r}, not {preset!r}: "
+                                 f"train {preset} into {path.parent}, or move that run elsewhere")
+            ev = results["eval"]
+            row.update(iterations=results["iterations"], num_tasks=ev["num_tasks"], device=results["device"],
+                       accuracy=100 * ev["accuracy"], ci95=100 * ev["ci95"])
+            row["reached"] = row["accuracy"] >= row["target"]
+            final = results["iterations"] >= omniglot_preset(preset).num_iterations and ev["num_tasks"] >= 600
+            row["status"] = "final" if final else "partial"
+            if "lake_runs" in results:
+                row["lake_error"] = results["lake_runs"]["error_percent"]
+                row["lake_head"] = results["lake_runs"]["head"]
+        rows.append(row)
+    return rows
+
+
+def format_table1(rows: list[dict[str, Any]]) -> str:
+    """``table1``'s rows as text, one line per column of the paper's Table 1."""
+    lines = ["Omniglot (Table 1)  paper          target   course run (accuracy % ± 95% CI)"]
+    for r in rows:
+        paper = f"{r['paper']:.1f} ± {r['paper_ci95']:.1f}"
+        if r["status"] == "not run":
+            run = "not run yet"
+        else:
+            run = (f"{r['accuracy']:.2f} ± {r['ci95']:.2f}, {r['status']}: {r['iterations']:,} iterations, "
+                   f"{r['num_tasks']} test tasks, {r['device']}; "
+                   f"{'at or above' if r['reached'] else 'below'} target")
+            if "lake_error" in r:
+                run += f"; Lake's runs {r['lake_error']:.1f}% error ({r['lake_head']})"
+        lines.append(f"  {r['preset']:<17} {paper:<14} {r['target']:<8} {run}")
     return "\n".join(lines)
