@@ -5,6 +5,8 @@
 #   bash tools/gpu/prepare.sh --python-version 3.11    # .whl-311: the same wheels for Python 3.11
 #   bash tools/gpu/emulate_image.sh without            # check.py's parts without the wheels (must fail)
 #   bash tools/gpu/emulate_image.sh with               # the same with them (must pass), and the peers
+#   bash tools/gpu/emulate_image.sh wheels312          # .whl itself on Python 3.12 (no torch there):
+#                                                      # installed as window.sh does, a notebook executed
 #
 # The image's Python is 3.12; here torch's CPU wheel is on disk for 3.11, hence .whl-311 (the
 # same distributions and versions, built for 3.11; torchopt's pure wheel from .whl is used, as
@@ -22,6 +24,28 @@ WHEELS=.whl-311
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONUNBUFFERED=1 MAMLCOURSE_MODE=quick
 [ -f "$WHEELS/image-provided.txt" ] || { echo "no $WHEELS: run bash tools/gpu/prepare.sh --python-version 3.11" >&2; exit 1; }
 [ -f .gpu/data/all_runs.zip ] || { echo "no .gpu/data: run bash tools/gpu/prepare.sh" >&2; exit 1; }
+
+if [ "$MODE" = wheels312 ]; then
+  # The 3.12 wheels that travel, beside the image's packages they need (torch is not on disk for
+  # 3.12 here, so the peers are only installed, and the notebook is a plain one).
+  V312="${VENV}-312" SITE312="${SITE}-312"
+  if [ ! -x "$V312/bin/python" ]; then
+    "${PYTHON312:-python3.12}" -m venv "$V312"
+    "$V312/bin/python" -m pip install -q $(grep -v '^#' .whl/image-provided.txt) "python-dateutil<3"
+    "$V312/bin/python" -m pip uninstall -q -y tzdata 2>/dev/null || true
+  fi
+  rm -rf "$SITE312"
+  "$V312/bin/python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE312" .whl/*.whl
+  PYTHONPATH="$PWD:$SITE312" "$V312/bin/python" - <<'PY'
+import sys, nbformat, zmq, optree, graphviz, nbval
+from nbconvert.preprocessors import ExecutePreprocessor
+nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys, ipywidgets, zmq\nprint(sys.version.split()[0], ipywidgets.__version__, zmq.zmq_version())")])
+ExecutePreprocessor(timeout=120, kernel_name="python3").preprocess(nb, {"metadata": {"path": "."}})
+print(f"Python {sys.version.split()[0]}: .whl's notebook stack ran a kernel:", nb.cells[0].outputs[0]["text"].strip(),
+      f"| optree {optree.__version__}, graphviz {graphviz.__version__}, nbval imported")
+PY
+  exit 0
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3.11 -m venv "$VENV"
