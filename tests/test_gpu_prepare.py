@@ -126,3 +126,13 @@ def test_window_stops_before_installing_anything_when_the_data_is_missing(tmp_pa
     assert "lacks images_background.zip images_evaluation.zip" in result.stderr
     assert "bash tools/gpu/prepare.sh" in result.stderr
     assert result.stdout == "" and not (tmp_path / "out").exists()
+
+
+def test_what_the_carried_wheels_ask_of_the_image_is_written_down():
+    carried = {"torchopt": ("0.7.3", ["torch>=1.13", "optree>=0.4.1", "numpy", "pytest; extra == 'test'"]),
+               "optree": ("0.20.0", ["typing-extensions>=4.10.0",
+                                     "typing-extensions>=4.12.0; python_version >= '3.13'"]),
+               "nbconvert": ("7.17.2", ["Jinja2>=3.0"])}
+    assert prepare.image_requirements(carried, "3.12") == {
+        "jinja2": ">=3.0", "numpy": "", "torch": ">=1.13", "typing-extensions": ">=4.10.0"}
+    assert prepare.image_requirements(carried, "3.13")["typing-extensions"] == ">=4.10.0,>=4.12.0"

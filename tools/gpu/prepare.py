@@ -168,6 +168,20 @@ def wheel_requirements(path: Path) -> list[str]:
     return Parser().parsestr(text).get_all("Requires-Dist") or []
 
 
+def active_requirements(lines: list[str], python_version: str) -> list[Requirement]:
+    """The requirements among ``Requires-Dist`` lines that apply on the target (no extras)."""
+    env = target_environment(python_version)
+    active = []
+    for line in lines:
+        req = Requirement(line)
+        try:
+            if req.marker is None or req.marker.evaluate(env):
+                active.append(req)
+        except InvalidMarker as err:
+            raise PrepareError(f"cannot read the requirement {line!r} ({err})") from err
+    return active
+
+
 def unmet_requirements(carried: dict[str, tuple[str, list[str]]], python_version: str,
                        image: frozenset[str] = IMAGE_PACKAGES) -> list[str]:
     """Requirements of the carried wheels that neither a carried wheel nor the image meets.
@@ -181,18 +195,10 @@ def unmet_requirements(carried: dict[str, tuple[str, list[str]]], python_version
         One line per unmet requirement, ``"nbconvert 7.17.2 needs mistune<4,>=2.0.3: not carried"``;
         empty when the carried set is complete.
     """
-    env = target_environment(python_version)
     image = frozenset(normalize(n) for n in image)
     problems = []
     for name, (version, lines) in sorted(carried.items()):
-        for line in lines:
-            req = Requirement(line)
-            try:
-                if req.marker is not None and not req.marker.evaluate(env):
-                    continue  # an extra, or another Python or platform
-            except InvalidMarker as err:
-                problems.append(f"{name} {version}: cannot read {line!r} ({err})")
-                continue
+        for req in active_requirements(lines, python_version):
             needed = normalize(req.name)
             if needed in carried:
                 have = carried[needed][0]
@@ -201,6 +207,22 @@ def unmet_requirements(carried: dict[str, tuple[str, list[str]]], python_version
             elif needed not in image:
                 problems.append(f"{name} {version} needs {req}: not carried and not in the image")
     return problems
+
+
+def image_requirements(carried: dict[str, tuple[str, list[str]]], python_version: str,
+                       image: frozenset[str] = IMAGE_PACKAGES) -> dict[str, str]:
+    """What the carried wheels ask of the image's packages: normalized name -> joined specifiers.
+
+    The image's versions are not known here, so these are written down (``image-provided.txt``)
+    for whoever meets an import error on the GPU, and installed as such on an emulated image.
+    """
+    image = frozenset(normalize(n) for n in image)
+    asked: dict[str, set[str]] = {}
+    for _, (_, lines) in carried.items():
+        for req in active_requirements(lines, python_version):
+            if normalize(req.name) in image and normalize(req.name) not in carried:
+                asked.setdefault(normalize(req.name), set()).update(str(s) for s in req.specifier)
+    return {name: ",".join(sorted(specs)) for name, specs in sorted(asked.items())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,9 +320,9 @@ def prepare_wheels(dest: Path, python_version: str) -> list[str]:
         if others:
             raise PrepareError(f"pip saved files that are not wheels: {others}")
         carried, dropped = select_wheels([p.name for p in got.iterdir()])
-        unmet = unmet_requirements(
-            {name: (version, wheel_requirements(got / filename)) for name, (version, filename) in carried.items()},
-            python_version)
+        requirements = {name: (version, wheel_requirements(got / filename))
+                        for name, (version, filename) in carried.items()}
+        unmet = unmet_requirements(requirements, python_version)
         if unmet:
             raise PrepareError("the carried wheels are incomplete:\n  " + "\n  ".join(unmet)
                                + "\nadd the missing distributions to WITH_DEPENDENCIES in tools/gpu/prepare.py")
@@ -308,10 +330,12 @@ def prepare_wheels(dest: Path, python_version: str) -> list[str]:
         staged.mkdir()
         for _, filename in carried.values():
             shutil.move(got / filename, staged / filename)
+        asked = image_requirements(requirements, python_version)
         (staged / "image-provided.txt").write_text(
             "# Downloaded by pip as dependencies and not carried: the GPU image has them\n"
-            "# (IMAGE_PACKAGES in tools/gpu/prepare.py). An emulated image must install these.\n"
-            + "".join(f"{name}\n" for name in sorted(dropped)))
+            "# (IMAGE_PACKAGES in tools/gpu/prepare.py), with what the carried wheels ask of their\n"
+            "# versions. An emulated image installs these (pip install -r).\n"
+            + "".join(f"{name}{asked.get(name, '')}\n" for name in sorted(set(dropped) | set(asked))))
         if dest.exists():
             shutil.rmtree(dest)
         shutil.move(str(staged), dest)
