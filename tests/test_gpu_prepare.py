@@ -136,3 +136,12 @@ def test_what_the_carried_wheels_ask_of_the_image_is_written_down():
     assert prepare.image_requirements(carried, "3.12") == {
         "jinja2": ">=3.0", "numpy": "", "torch": ">=1.13", "typing-extensions": ">=4.10.0"}
     assert prepare.image_requirements(carried, "3.13")["typing-extensions"] == ">=4.10.0,>=4.12.0"
+
+
+def test_check_starts_from_empty_run_folders(tmp_path):
+    # A finished run left in work/ would be resumed, not trained, and the kill -9 part would pass vacuously.
+    stale = tmp_path / "work" / "killed"
+    stale.mkdir(parents=True)
+    (stale / "checkpoint.pt").write_bytes(b"from an earlier check")
+    assert check.main(["--device", "cpu", "--parts", "unit", "--log", str(tmp_path), "--budget", "0"]) == 1
+    assert (tmp_path / "work").is_dir() and not stale.exists()

@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -273,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.log or ROOT / "docs" / "gpu" / f"{datetime.date.today()}-check"
     log_dir.mkdir(parents=True, exist_ok=True)
     work = log_dir / "work"  # run folders; ignored by git (see .gitignore there)
-    work.mkdir(exist_ok=True)
+    # Run folders left by an earlier check in this log folder would be resumed, not trained: the
+    # kill -9 and --time-limit parts would then pass without stopping anything. Start empty.
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     (log_dir / ".gitignore").write_text("work/\n")
     check = Check(args.device, log_dir, work, args.budget)
     if args.data:
