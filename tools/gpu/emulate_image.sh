@@ -31,7 +31,7 @@ if [ "$MODE" = wheels312 ]; then
   V312="${VENV}-312" SITE312="${SITE}-312"
   if [ ! -x "$V312/bin/python" ]; then
     "${PYTHON312:-python3.12}" -m venv "$V312"
-    "$V312/bin/python" -m pip install -q $(grep -v '^#' .whl/image-provided.txt) "python-dateutil<3"
+    "$V312/bin/python" -m pip install -q -r <(grep -v '^torch' .whl/image-provided.txt) "python-dateutil<3"
     "$V312/bin/python" -m pip uninstall -q -y tzdata 2>/dev/null || true
   fi
   rm -rf "$SITE312"
@@ -51,7 +51,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3.11 -m venv "$VENV"
   # What the course imports, and what the carried wheels need that the image holds.
   "$VENV/bin/python" -m pip install -q torch==2.13.0 numpy matplotlib pillow tqdm pytest requests pyyaml \
-    $(grep -v '^#' "$WHEELS/image-provided.txt")
+    -r "$WHEELS/image-provided.txt"
   # python-dateutil 3 and 4 need tzdata, which the image's list lacks: the image's is 2.x.
   "$VENV/bin/python" -m pip install -q "python-dateutil<3" && "$VENV/bin/python" -m pip uninstall -q -y tzdata
 fi
@@ -90,10 +90,23 @@ elif [ "$MODE" != without ]; then
   echo "mode: without or with, not $MODE" >&2; exit 1
 fi
 status=0
-# Without the wheels only the parts that need them (the CLI parts need none; they take ~20 minutes here).
+rm -rf "$LOG/$MODE-quick" "$LOG/$MODE-lessons"
+# Without the wheels only the parts that need them (the CLI parts need none).
 parts=$([ "$MODE" = with ] && echo unit,cli || echo unit)
 "$PY" tools/gpu/check.py --device cpu --quick --parts "$parts" --data .gpu/data --log "$LOG/$MODE-quick" \
   --budget 3000 || status=1
 "$PY" tools/gpu/check.py --device cpu --parts lessons --data .gpu/data --log "$LOG/$MODE-lessons" --budget 3000 \
   || status=1
+if [ "$MODE" = with ]; then
+  # The speed job's first step on the small config: every peer's meta-gradient against ours in float64.
+  "$PY" tools/gpu/speed.py --device cpu --configs sine --iterations 5 --out "$LOG/speed.json" || status=1
+  "$PY" - "$LOG/speed.json" <<'PY' || status=1
+import json, sys
+run = json.load(open(sys.argv[1]))["runs"][0]
+timed = sorted(run["ms_per_iteration"])
+print("speed.py on the emulated image: timed", timed, "| refused", run["refused"], "| not installed",
+      run["not_installed"])
+sys.exit(0 if {"learn2learn", "higher", "torchopt"} <= set(timed) else 1)
+PY
+fi
 exit $status
