@@ -24,8 +24,8 @@ def test_wheels_the_image_has_are_dropped_by_their_normalized_name():
         "torch-2.11.0-cp312-cp312-manylinux_2_28_x86_64.whl",
         "pyzmq-27.3.0-cp312-abi3-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl",
     ])
-    assert carried == {"nbformat": ("5.11.1", "nbformat-5.11.1-py3-none-any.whl"),
-                       "pyzmq": ("27.3.0", "pyzmq-27.3.0-cp312-abi3-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl")}
+    pyzmq = "pyzmq-27.3.0-cp312-abi3-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl"
+    assert carried == {"nbformat": ("5.11.1", "nbformat-5.11.1-py3-none-any.whl"), "pyzmq": ("27.3.0", pyzmq)}
     assert sorted(dropped) == ["jinja2", "torch", "typing-extensions"]
 
 
@@ -47,7 +47,8 @@ def test_what_is_carried_on_purpose_is_not_in_the_image_list():
 def test_unmet_requirements_are_named_and_markers_extras_and_the_image_are_honoured():
     carried = {
         "nbconvert": ("7.17.2", ["mistune<4,>=2.0.3", "jinja2>=3.0", "traitlets>=5.1",
-                                 "pytest; extra == 'test'", "importlib-metadata>=3.6; python_version < '3.10'"]),
+                                 "pytest; extra == 'test'",
+                                 "importlib-metadata>=3.6; python_version < '3.10'"]),
         "traitlets": ("5.16.1", []),
         "ipython": ("9.18.1", ["traitlets>=6", "exceptiongroup; python_version < '3.11'"]),
     }
@@ -55,8 +56,8 @@ def test_unmet_requirements_are_named_and_markers_extras_and_the_image_are_honou
         "ipython 9.18.1 needs traitlets>=6: 5.16.1 is carried",
         "nbconvert 7.17.2 needs mistune<4,>=2.0.3: not carried and not in the image"]
     # exceptiongroup is wanted on Python 3.10 only
-    assert "ipython 9.18.1 needs exceptiongroup; python_version < \"3.11\": not carried and not in the image" \
-        in prepare.unmet_requirements(carried, "3.10")
+    assert ('ipython 9.18.1 needs exceptiongroup; python_version < "3.11": not carried and not in the image'
+            in prepare.unmet_requirements(carried, "3.10"))
 
 
 def test_wheel_requirements_reads_the_wheels_metadata(tmp_path):
@@ -94,7 +95,8 @@ def test_the_data_is_copied_not_linked_and_a_second_run_keeps_it(tmp_path, monke
     dest = tmp_path / ".gpu" / "data"
     first = prepare.prepare_data(omniglot, dest)
     assert [line.split(" ")[1] for line in first] == ["copied"] * 3
-    assert all((dest / f"{n}.zip").is_file() and not (dest / f"{n}.zip").is_symlink() for n in prepare.DATA_ZIPS)
+    copies = [dest / f"{n}.zip" for n in prepare.DATA_ZIPS]
+    assert all(c.is_file() and not c.is_symlink() for c in copies)
     assert os.access(dest / "all_runs.zip", os.W_OK)  # a read-only source gives a writable copy
     second = prepare.prepare_data(omniglot, dest)
     assert [line.split(" ")[1] for line in second] == ["kept"] * 3

@@ -124,7 +124,7 @@ def unit(check: Check, tests: list[str], timeout: float) -> str:
     last = (result.stdout.strip().splitlines() or ["no output"])[-1]
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-        raise AssertionError(last if result.stdout.strip() else (errors or ["no output"])[0])
+        raise AssertionError(last if result.stdout.strip() else (errors or ["no output"])[-1].strip())
     return f"{last} (MAMLCOURSE_TEST_DEVICE={check.device})"
 
 
