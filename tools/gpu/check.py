@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,17 @@ SHIPPED = "trained/omniglot-5w1s"
 SHIPPED_ACCURACY, SHIPPED_CI95 = 0.9851, 0.0022  # MODEL_CARD.md, from its results.json
 
 
+def python_path(existing: str | None) -> str:
+    """The repository first, then the entries already on ``existing`` ($PYTHONPATH), each once.
+
+    On the GPU machine ``tools/gpu/window.sh`` puts the carried wheels (``/tmp/site``: the notebook
+    kernel, nbval, the speed comparison's peers) on $PYTHONPATH; the parts' processes and the
+    lessons' kernels must keep seeing them.
+    """
+    entries = [str(ROOT)] + [e for e in (existing or "").split(os.pathsep) if e]
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
 class Check:
     """Runs the parts, keeps the log and the summary lines."""
 
@@ -59,7 +71,8 @@ class Check:
         self.deadline = time.monotonic() + budget
         self.log = open(log_dir / "log.txt", "a")
         self.summary: list[dict] = []
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.env = {**os.environ, "PYTHONPATH": python_path(os.environ.get("PYTHONPATH")),
+                    "PYTHONUNBUFFERED": "1"}
         if device == "cpu":
             self.env["CUDA_VISIBLE_DEVICES"] = ""  # lessons pick CUDA when they see it
 
@@ -110,7 +123,8 @@ def unit(check: Check, tests: list[str], timeout: float) -> str:
                        env={"MAMLCOURSE_TEST_DEVICE": check.device, "MAMLCOURSE_MODE": "quick"})
     last = (result.stdout.strip().splitlines() or ["no output"])[-1]
     if result.returncode != 0:
-        raise AssertionError(last)
+        errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+        raise AssertionError(last if result.stdout.strip() else (errors or ["no output"])[-1].strip())
     return f"{last} (MAMLCOURSE_TEST_DEVICE={check.device})"
 
 
@@ -120,7 +134,8 @@ def lesson(check: Check, name: str, mode: str, timeout: float) -> str:
 
     source = ROOT / "notebooks" / f"{name}.ipynb"
     nb = nbformat.read(source, as_version=4)
-    os.environ.update({k: v for k, v in check.env.items() if k in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")})
+    os.environ.update({k: v for k, v in check.env.items()
+                       if k in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES", "MAMLCOURSE_DATA")})  # the kernel's
     os.environ["MAMLCOURSE_MODE"] = mode
     timeout = max(1, int(min(timeout, check.left())))  # per cell; the part as a whole is checked below
     tic = time.monotonic()
@@ -259,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = args.log or ROOT / "docs" / "gpu" / f"{datetime.date.today()}-check"
     log_dir.mkdir(parents=True, exist_ok=True)
     work = log_dir / "work"  # run folders; ignored by git (see .gitignore there)
-    work.mkdir(exist_ok=True)
+    # Run folders left by an earlier check in this log folder would be resumed, not trained: the
+    # kill -9 and --time-limit parts would then pass without stopping anything. Start empty.
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
     (log_dir / ".gitignore").write_text("work/\n")
     check = Check(args.device, log_dir, work, args.budget)
     if args.data:

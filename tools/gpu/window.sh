@@ -10,6 +10,20 @@
 # BUDGET (seconds, default 540) is what `next` may take, inside the tool's 600 s limit.
 set -u
 cd "$(dirname "$0")/../.."
+# Fail fast, before anything is installed: every second of the window counts.
+missing=""
+for zip in images_background images_evaluation all_runs; do
+  [ -f ".gpu/data/$zip.zip" ] || missing="$missing $zip.zip"
+done
+if [ -n "$missing" ]; then
+  echo "window.sh: .gpu/data lacks$missing. Run 'bash tools/gpu/prepare.sh' in the checkout the device" \
+    "tool sends, then call again with carry=[\".gpu\", \".whl\"]." >&2
+  exit 2
+fi
+if ! ls .whl/*.whl >/dev/null 2>&1; then
+  echo "window.sh: no wheels in .whl: check.py's lessons and unit tests and the speed peers will fail" \
+    "(bash tools/gpu/prepare.sh makes them; carry .whl)" >&2
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export MAMLCOURSE_CACHE="${MAMLCOURSE_CACHE:-/tmp/mamlcourse-cache}"
 if ls .whl/*.whl >/dev/null 2>&1; then
