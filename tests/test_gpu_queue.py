@@ -195,17 +195,20 @@ def test_settings_take_the_fastest_probed_variant_and_keep_a_runs_arithmetic():
 
 def test_run_settings_read_the_probe_of_this_device_and_the_checkpoints_precision(tmp_path):
     job = qj.TrainJob("p", "paper-20w1s", "trained/x")
-    write(tmp_path / qj.probe_path("table1"), json.dumps({"device": "NVIDIA H200", "presets": {"paper-20w1s": PROBED}}))
+    probe = {"device": "NVIDIA H200", "presets": {"paper-20w1s": PROBED}}
+    write(tmp_path / qj.probe_path("table1"), json.dumps(probe))
     assert qj.run_settings(tmp_path, "table1", "NVIDIA H200", job, qj.Progress()).tf32  # not begun: TF32
     begun_exact = qj.Progress(step=500, tf32=False)
     assert qj.run_settings(tmp_path, "table1", "NVIDIA H200", job, begun_exact).options("cuda") == [
         "--vectorize", "loop"]
-    assert qj.run_settings(tmp_path, "table1", "NVIDIA A100", job, qj.Progress()).vectorize is None  # another GPU
+    other_gpu = qj.run_settings(tmp_path, "table1", "NVIDIA A100", job, qj.Progress())
+    assert other_gpu.vectorize is None  # probed on another GPU: not used
     # The shipped 5w1s checkpoint predates the precision record: the job says it began with TF32.
     five_one = job_named("table1", "paper-5w1s")
     progress = qj.read_progress(ROOT, five_one)
     assert progress.tf32 is None and five_one.tf32
-    assert qj.run_settings(tmp_path, "table1", "NVIDIA H200", five_one, progress).options("cuda") == ["--tf32"]
+    resumed = qj.run_settings(tmp_path, "table1", "NVIDIA H200", five_one, progress)
+    assert resumed.options("cuda") == ["--tf32"]
     # The probe's figure projects a run the ledger has not measured.
     ledger = qj.load_ledger(tmp_path, "table1")
     assert qj.rate_ms(ledger, "NVIDIA H200", "paper-20w1s", 1, probed=60.0) == (
@@ -250,7 +253,8 @@ def test_runs_not_begun_wait_for_the_probe_that_chooses_their_settings(tmp_path)
     w = window()
     assert w.settings_pending() == "tiny-probe"
     assert w.start_train(job_named("tiny", "tiny-a"), 1) is None  # not begun: waits
-    record = w.ledger["commands"]["tiny-probe"] = {"last": {"device": "cpu", "rc": 0, "stopped": "at the deadline"}}
+    record = {"last": {"device": "cpu", "rc": 0, "stopped": "at the deadline"}}
+    w.ledger["commands"]["tiny-probe"] = record
     assert w.settings_pending() == "tiny-probe"  # cut short: still owed
     record["last"]["stopped"] = None
     record["last"]["rc"] = 1
@@ -274,7 +278,8 @@ def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
     ledger = {"windows": [{"chunks": [
         {"job": "paper-5w1s", "kind": "train", "settings": {"vectorize": "vmap", "tf32": True, "why": ""}},
         {"job": "paper-5w1s", "kind": "evaluate"},
-        {"job": "paper-20w1s", "kind": "train", "settings": {"vectorize": "loop", "tf32": False, "why": ""}}]},
+        {"job": "paper-20w1s", "kind": "train",
+         "settings": {"vectorize": "loop", "tf32": False, "why": ""}}]},
         {"chunks": [{"job": "paper-5w1s", "kind": "train", "settings": {"vectorize": "vmap", "tf32": True,
                                                                        "why": ""}}]}]}
     settings = queue_card.chunk_settings(ledger, "paper-5w1s")

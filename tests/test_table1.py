@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,8 @@ def test_the_shipped_runs_as_they_stand():
     # Issue 13's targets: the paper's mean minus its 95% CI.
     assert [rows[p]["target"] for p in rows] == [98.3, 99.8, 95.5, 98.7]
     five_one = rows["paper-5w1s"]
-    assert five_one["status"] == "partial" and five_one["iterations"] == 36_000 and five_one["num_tasks"] == 600
+    assert five_one["status"] == "partial"
+    assert five_one["iterations"] == 36_000 and five_one["num_tasks"] == 600
     assert five_one["accuracy"] == pytest.approx(98.513, abs=1e-3) and five_one["reached"]
     text = format_table1(table1(ROOT / "trained"))
     assert "98.51 ± 0.22, partial: 36,000 iterations, 600 test tasks, NVIDIA H200; at or above target" in text
@@ -40,15 +40,16 @@ def write_run(trained: Path, columns: str, **changes) -> None:
 
 def test_final_partial_and_below_target(tmp_path):
     write_run(tmp_path, "5w1s", iterations=60_000)
-    write_run(tmp_path, "20w1s", preset="paper-20w1s", iterations=60_000, eval={"accuracy": 0.93, "ci95": 0.004})
+    write_run(tmp_path, "20w1s", preset="paper-20w1s", iterations=60_000,
+              eval={"accuracy": 0.93, "ci95": 0.004})
     write_run(tmp_path, "5w5s", preset="paper-5w5s", iterations=60_000, eval={"num_tasks": 100})
     rows = by_preset(table1(tmp_path))
     assert rows["paper-5w1s"]["status"] == "final" and rows["paper-5w1s"]["reached"]
     assert rows["paper-20w1s"]["status"] == "final" and not rows["paper-20w1s"]["reached"]
     assert rows["paper-5w5s"]["status"] == "partial"  # 100 test tasks, not the paper's 600
     assert rows["paper-20w5s"]["status"] == "not run"
-    assert "93.00 ± 0.40, final: 60,000 iterations, 600 test tasks, NVIDIA H200; below target" in format_table1(
-        list(rows.values()))
+    text = format_table1(list(rows.values()))
+    assert "93.00 ± 0.40, final: 60,000 iterations, 600 test tasks, NVIDIA H200; below target" in text
 
 
 def test_a_folder_holding_another_preset_is_refused(tmp_path):

@@ -192,7 +192,8 @@ class Window:
         return None
 
     def train_argv(self, job: qj.TrainJob, end: int, ms: float | None, usable_s: float,
-                   settings: qj.RunSettings = qj.RunSettings()) -> list[str]:
+                   settings: qj.RunSettings | None = None) -> list[str]:
+        settings = settings or qj.RunSettings()
         argv = [sys.executable, "-m", "mamlcourse", "train", "omniglot", "--preset", job.preset,
                 "--out", job.folder, "--device", self.s.device, "--iterations", str(end),
                 "--tasks", str(min(self.s.partial_eval_tasks, job.eval_tasks)),
