@@ -5,6 +5,7 @@
 #   bash tools/gpu/prepare.sh --python-version 3.11    # .whl-311: the same wheels for Python 3.11
 #   bash tools/gpu/emulate_image.sh without            # check.py's parts without the wheels (must fail)
 #   bash tools/gpu/emulate_image.sh with               # the same with them (must pass), and the peers
+#   bash tools/gpu/emulate_image.sh queue              # gpu_queue.py next on its tiny queue (probe, chunk, export)
 #   bash tools/gpu/emulate_image.sh wheels312          # .whl itself on Python 3.12 (no torch there):
 #                                                      # installed as window.sh does, a notebook executed
 #
@@ -61,7 +62,7 @@ import importlib.metadata as md, sys
 sys.path.insert(0, "tools/gpu")
 from prepare import IMAGE_PACKAGES, normalize
 names = sorted({normalize(d.metadata["Name"]) for d in md.distributions()})
-extra = [n for n in names if n not in IMAGE_PACKAGES]
+extra = [n for n in names if n not in IMAGE_PACKAGES and n != "mamlcourse"]  # the course: the tree itself
 if extra:
     sys.exit(f"the emulated image holds packages the GPU image lacks: {extra}")
 print(f"emulated image: {len(names)} distributions, all in the GPU image's list "
@@ -70,7 +71,7 @@ PY
 
 PY="$VENV/bin/python"
 export PYTHONPATH="$PWD"
-if [ "$MODE" = with ]; then
+if [ "$MODE" = with ] || [ "$MODE" = queue ]; then
   rm -rf "$SITE"
   wheels=$(ls "$WHEELS"/*.whl | grep -v /torchopt-; ls .whl/torchopt-*-py3-none-any.whl)
   # window.sh's install line, with its target.
@@ -86,8 +87,19 @@ print("peers:", {name: meta_step.peer_version(name) for name in meta_step.PEERS}
       f"higher from {higher.__file__}, torchopt from {torchopt.__file__}, "
       f"learn2learn's {maml.__module__}.{maml.__name__} from {sys.modules[maml.__module__].__file__}")
 PY
+  if [ "$MODE" = queue ]; then
+    # The queue itself, as window.sh runs it, on its tiny CPU queue in a copy of the tree (the device
+    # tool's copy): the probe, a training chunk with the probe's settings, a command job, the export.
+    copy="$LOG/queue-tree"; rm -rf "$copy" "$LOG/queue-out"; mkdir -p "$copy"
+    git ls-files -z | xargs -0 cp --parents -t "$copy"
+    cp -r .gpu "$copy/"
+    (cd "$copy" && PYTHONPATH="$PWD:$SITE:$PWD/.gpu/l2l" "$PY" tools/gpu/gpu_queue.py --queue tiny next --device cpu \
+      --data .gpu/data --out "$LOG/queue-out" --budget 200 --only tiny-probe,tiny-a,tiny-speed)
+    grep -q -- "--vectorize" "$copy/trained/tiny-a/train.log" && ls "$LOG/queue-out/queue-manifest.json"
+    exit
+  fi
 elif [ "$MODE" != without ]; then
-  echo "mode: without or with, not $MODE" >&2; exit 1
+  echo "mode: without, with or queue, not $MODE" >&2; exit 1
 fi
 status=0
 rm -rf "$LOG/$MODE-quick" "$LOG/$MODE-lessons"
