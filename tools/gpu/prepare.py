@@ -42,6 +42,8 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
+from queue_bundle import sha256  # the queue's file checksum (this script's folder is on sys.path)
+
 try:
     from packaging.markers import InvalidMarker
     from packaging.requirements import Requirement
@@ -271,7 +273,7 @@ def prepare_data(source: Path, dest: Path) -> list[str]:
     for path, name in zip(check_data_source(source), DATA_ZIPS):
         verify_zip(path, name)
         target = dest / path.name
-        if target.is_file() and not target.is_symlink() and file_sha256(target) == file_sha256(path):
+        if target.is_file() and not target.is_symlink() and sha256(target) == sha256(path):
             done.append(f"{target.relative_to(ROOT)} kept (equal to {path})")
             continue
         tmp = target.with_suffix(".zip.part")
@@ -282,14 +284,6 @@ def prepare_data(source: Path, dest: Path) -> list[str]:
         verify_zip(target, name)
         done.append(f"{target.relative_to(ROOT)} copied from {path}")
     return done
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pip(*args: str) -> None:
@@ -348,7 +342,7 @@ def prepare_wheels(dest: Path, python_version: str) -> list[str]:
 
 def prepare_learn2learn(dest: Path) -> list[str]:
     """learn2learn's MAML modules into ``dest`` (kept when their SHA-256 match). Returns what was done."""
-    if all((dest / rel).is_file() and file_sha256(dest / rel) == sha for rel, sha in L2L_MODULES.items()) \
+    if all((dest / rel).is_file() and sha256(dest / rel) == sha for rel, sha in L2L_MODULES.items()) \
             and all((dest / rel).is_file() for rel in L2L_EMPTY) \
             and (dest / f"learn2learn-{L2L_VERSION}.dist-info" / "METADATA").is_file():
         return [f"{dest.relative_to(ROOT)}: learn2learn {L2L_VERSION}'s MAML modules kept (SHA-256 match)"]
