@@ -36,6 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from queue_runner import device_name  # noqa: E402  (the ledger's device key; this script's folder is on sys.path)
+
 from mamlcourse.config import omniglot_preset, replace, resolve_device  # noqa: E402
 from mamlcourse.cuda_graph import GraphedMetaStep  # noqa: E402
 from mamlcourse.maml import get_params, meta_loss  # noqa: E402
@@ -109,11 +111,6 @@ def time_variant(cfg, v: dict, device: torch.device, seconds: float, most: int =
     return out
 
 
-def device_label(device: torch.device) -> str:
-    """The GPU's name (the key the queue's ledger uses), or ``cpu``."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
@@ -126,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     presets = [p for p in args.presets.split(",") if p]
     cfgs = {p: omniglot_preset(p) for p in presets}  # an unknown preset fails here, before any timing
-    result = {"device": device_label(device), "torch": torch.__version__, "python": platform.python_version(),
+    result = {"device": device_name(str(device)), "torch": torch.__version__, "python": platform.python_version(),
               "when": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "method": "median ms per meta-iteration on random images of the preset's shapes; "
                         + ("CUDA graph, cudnn.benchmark on" if device.type == "cuda" else "eager step"),
