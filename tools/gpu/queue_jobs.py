@@ -287,7 +287,7 @@ def choose_settings(timings: dict | None, fixed_tf32: bool | None = None) -> Run
         else:
             pool = exact or tf32
     if not pool:
-        return RunSettings(tf32=bool(fixed_tf32), why="not probed on this device: the CLI's defaults" + fixed)
+        return RunSettings(tf32=bool(fixed_tf32), why=RunSettings.why + fixed)
     name = min(pool, key=pool.get)
     return RunSettings(name.removesuffix("+tf32"), name.endswith("+tf32"), pool[name],
                        f"fastest probed: {name} {pool[name]:.2f} ms/iteration" + fixed)
