@@ -8,6 +8,8 @@
 #   bash tools/gpu/emulate_image.sh queue              # gpu_queue.py next on its tiny queue (probe, chunk, export)
 #   bash tools/gpu/emulate_image.sh wheels312          # .whl itself on Python 3.12 (no torch there):
 #                                                      # installed as window.sh does, a notebook executed
+#   EMUL_IMAGE=1 bash tools/gpu/emulate_image.sh with  # the image's own Python 3.12 and torch 2.11.0
+#                                                      # (PyPI's CUDA build, run on the CPU) with .whl
 #
 # The image's Python is 3.12; here torch's CPU wheel is on disk for 3.11, hence .whl-311 (the
 # same distributions and versions, built for 3.11; torchopt's pure wheel from .whl is used, as
@@ -15,15 +17,24 @@
 # the image's packages the course and the carried wheels need (.whl-311/image-provided.txt), and
 # is checked to hold nothing outside the image's list. Logs go to $EMUL_LOG (default
 # /tmp/mamlcourse-emul-log/{without,with}-{quick,lessons}). OMP_NUM_THREADS=1 unless set.
+#
+# EMUL_IMAGE=1 rehearses the image's versions instead: Python 3.12 ($PYTHON312, default
+# python3.12) and torch 2.11.0, the image's (the device tool's KINDS.md), taken from PyPI (a CUDA
+# build of several GB that runs on the CPU; it needs the network), with .whl itself, the wheels
+# that travel. Its environment and logs get the suffix -image.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODE="${1:?say without or with}"
 VENV="${EMUL_VENV:-/tmp/mamlcourse-emul}"
 SITE="${EMUL_SITE:-/tmp/mamlcourse-emul-site}"
 LOG="${EMUL_LOG:-/tmp/mamlcourse-emul-log}"
-WHEELS=.whl-311
+WHEELS=.whl-311 PYTHON_CMD=python3.11 TORCH=torch==2.13.0
+if [ "${EMUL_IMAGE:-0}" = 1 ]; then
+  WHEELS=.whl PYTHON_CMD="${PYTHON312:-python3.12}" TORCH=torch==2.11.0
+  VENV="$VENV-image" SITE="$SITE-image" LOG="$LOG-image"
+fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONUNBUFFERED=1 MAMLCOURSE_MODE=quick
-[ -f "$WHEELS/image-provided.txt" ] || { echo "no $WHEELS: run bash tools/gpu/prepare.sh --python-version 3.11" >&2; exit 1; }
+[ -f "$WHEELS/image-provided.txt" ] || { echo "no $WHEELS: run bash tools/gpu/prepare.sh$([ "$WHEELS" = .whl ] || echo " --python-version 3.11")" >&2; exit 1; }
 [ -f .gpu/data/all_runs.zip ] || { echo "no .gpu/data: run bash tools/gpu/prepare.sh" >&2; exit 1; }
 
 if [ "$MODE" = wheels312 ]; then
@@ -49,9 +60,9 @@ PY
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
-  python3.11 -m venv "$VENV"
+  $PYTHON_CMD -m venv "$VENV"
   # What the course imports, and what the carried wheels need that the image holds.
-  "$VENV/bin/python" -m pip install -q torch==2.13.0 numpy matplotlib pillow tqdm pytest requests pyyaml \
+  "$VENV/bin/python" -m pip install -q "$TORCH" numpy matplotlib pillow tqdm pytest requests pyyaml \
     -r "$WHEELS/image-provided.txt"
   # python-dateutil 3 and 4 need tzdata, which the image's list lacks: the image's is 2.x.
   "$VENV/bin/python" -m pip install -q "python-dateutil<3" && "$VENV/bin/python" -m pip uninstall -q -y tzdata
