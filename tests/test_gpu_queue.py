@@ -162,10 +162,16 @@ def test_train_state_needs_the_final_evaluation():
                                             results_lake=True)) == "done"
 
 
-def test_table1_queue_is_in_the_issues_order():
+def test_table1_queue_is_in_the_issues_order_with_the_longest_run_last():
     names = [j.name for j in qj.QUEUES["table1"]]
-    assert names == ["check", "probe", "measure", "paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s",
-                     "speed", "lesson5-full-omniglot", "lesson5-full-cost", "lesson5-full-sine"]
+    assert names == ["check", "probe", "measure", "paper-5w1s", "paper-20w1s", "paper-5w5s",
+                     "speed", "lesson5-full-omniglot", "lesson5-full-cost", "lesson5-full-sine", "paper-20w5s"]
+    # paper-20w5s goes last because it is the longest by far: more than all the other jobs together.
+    prior = qj.PRIOR_MS["NVIDIA H200"]
+    others = sum(prior[j.preset] * (j.target - qj.read_progress(ROOT, j).step) / 1000
+                 for j in qj.QUEUES["table1"] if j.kind == "train" and j.name != "paper-20w5s")
+    others += sum(j.estimate_s for j in qj.QUEUES["table1"] if j.kind == "command")
+    assert prior["paper-20w5s"] * 60_000 / 1000 > others
     five_one = job_named("table1", "paper-5w1s")
     assert five_one.folder == "trained/omniglot-5w1s" and (ROOT / five_one.folder / "checkpoint.pt").is_file()
     assert qj.read_progress(ROOT, five_one).step == 36_000  # resumes the shipped run
