@@ -172,6 +172,10 @@ def test_table1_queue_is_in_the_issues_order_with_the_longest_run_last():
                  for j in qj.QUEUES["table1"] if j.kind == "train" and j.name != "paper-20w5s")
     others += sum(j.estimate_s for j in qj.QUEUES["table1"] if j.kind == "command")
     assert prior["paper-20w5s"] * 60_000 / 1000 > others
+    # The runs that share the GPU (and that the measure job times together) are consecutive ones.
+    groups = [[j.name for j in g] for g in qj.train_groups(qj.QUEUES["table1"])]
+    assert groups == [["paper-5w1s", "paper-20w1s", "paper-5w5s"], ["paper-20w5s"]]
+    assert [[j.name for j in g] for g in qj.train_groups(qj.QUEUES["tiny"])] == [["tiny-a", "tiny-b", "tiny-long"]]
     five_one = job_named("table1", "paper-5w1s")
     assert five_one.folder == "trained/omniglot-5w1s" and (ROOT / five_one.folder / "checkpoint.pt").is_file()
     assert qj.read_progress(ROOT, five_one).step == 36_000  # resumes the shipped run

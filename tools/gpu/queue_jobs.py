@@ -84,6 +84,19 @@ class MeasureJob:
     kind: str = "measure"
 
 
+def train_groups(jobs: list) -> list[list[TrainJob]]:
+    """The queue's training jobs in runs of consecutive ones: each run of them shares the device."""
+    groups: list[list[TrainJob]] = []
+    previous = None
+    for job in jobs:
+        if job.kind == "train":
+            if previous != "train":
+                groups.append([])
+            groups[-1].append(job)
+        previous = job.kind
+    return groups
+
+
 def probe_path(queue: str) -> str:
     """Where the queue's probe (``tools/gpu/probe_speed.py``) writes its timings."""
     return f"docs/gpu/{queue}-probe.json"

@@ -457,7 +457,10 @@ class Window:
         self.log(f"window on {self.device_name}: budget {self.s.budget_s:.0f} s, "
                  f"{self.time_left():.0f} s until the deadline")
         jobs = self.selected
-        trains = [j for j in self.jobs if j.kind == "train"]  # measured even under --only measure
+        # The runs measured sharing the device: the first group of consecutive training jobs with a run
+        # still to train (the runs that will share it next), even under --only measure.
+        trains = next((g for g in qj.train_groups(self.jobs)
+                       if any(qj.train_state(j, qj.read_progress(self.s.root, j)) == "train" for j in g)), [])
         i = 0
         try:
             while i < len(jobs) and self.time_left() > 0:
