@@ -256,6 +256,8 @@ class OmniglotConfig(MetaConfig):
             the original drew K).
         validate_every: iterations between validation scores during training (0: never).
         validation_tasks: tasks per validation score.
+        channels_last: ConvNet4's memory layout, NHWC (True) or NCHW (False); None: NHWC on
+            the CPU only (see ``models.ConvNet4``). The same maths in another memory order.
     """
 
     # -- What defines the run.
@@ -270,9 +272,13 @@ class OmniglotConfig(MetaConfig):
     eval_k_query: int = call_field(15)
     validate_every: int = call_field(500)
     validation_tasks: int = call_field(100)
+    channels_last: bool | None = call_field(None, option="--layout")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.channels_last not in (None, True, False):
+            raise ValueError(f"{option_name('channels_last')} must be True, False or None, "
+                             f"got {self.channels_last!r}")
         for name in ("n_way", "eval_k_query", "num_filters", "image_size", "validation_tasks"):
             _check_count(name, getattr(self, name))
         for name in ("validation_characters", "validate_every"):

@@ -114,7 +114,14 @@ class ConvNet4(nn.Module):
 
     Each block pools before its ReLU: the same function and the same gradients as ReLU then
     pooling (ReLU is monotonic, so it commutes with a max), with the ReLU on a quarter of
-    the values. On the CPU the images are stored channels-last (see ``channels_last``).
+    the values.
+
+    ``channels_last`` is how the images are stored in memory, not what is computed: True
+    stores them channels-last (NHWC, see ``channels_last``) before the first convolution, so
+    that every block works in that layout; False keeps PyTorch's NCHW; None (the default)
+    picks NHWC on the CPU, whose oneDNN kernels are faster so, and NCHW elsewhere. On a GPU
+    the Omniglot probe (``tools/gpu/probe_speed.py``) times NHWC, whose tensor-core (TF32)
+    convolutions need no layout conversion, against NCHW.
 
     Shapes: x [n, in_channels, image_size, image_size] -> logits [n, n_way].
     """
@@ -122,8 +129,11 @@ class ConvNet4(nn.Module):
     head_prefix = "head."  # the head's parameter names start so; the other parameters are the body
 
     def __init__(self, n_way: int = 5, in_channels: int = 1, num_filters: int = 64,
-                 image_size: int = 28):
+                 image_size: int = 28, channels_last: bool | None = None):
         super().__init__()
+        if channels_last not in (None, True, False):
+            raise ValueError(f"channels_last must be True, False or None, got {channels_last!r}")
+        self.channels_last = channels_last
         blocks = []
         channels, size = in_channels, image_size
         for _ in range(4):
@@ -140,7 +150,8 @@ class ConvNet4(nn.Module):
         return self.features(x).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type == "cpu":
+        nhwc = x.device.type == "cpu" if self.channels_last is None else self.channels_last
+        if nhwc:
             x = channels_last(x)
         return self.head(self.body(x))
 
@@ -150,7 +161,8 @@ def build_model(cfg: MetaConfig) -> nn.Module:
     if isinstance(cfg, SineConfig):
         return SineMLP(cfg.hidden_sizes)
     if isinstance(cfg, OmniglotConfig):
-        return ConvNet4(cfg.n_way, num_filters=cfg.num_filters, image_size=cfg.image_size)
+        return ConvNet4(cfg.n_way, num_filters=cfg.num_filters, image_size=cfg.image_size,
+                        channels_last=cfg.channels_last)
     raise TypeError(f"no model for config type {type(cfg).__name__}")
 
 

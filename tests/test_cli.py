@@ -48,6 +48,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
     (["--device", "banana"], "unknown device 'banana' (--device)"),
     (["--tasks", "0"], "--tasks must be an integer >= 1, got 0"),
     (["--n-way", "5"], "--n-way applies to omniglot only"),
+    (["--layout", "nhwc"], "--data, --cuda-graph and --layout apply to omniglot only"),
     (["--time-limit", "0"], "--time-limit must be a number of seconds > 0, got 0.0"),
 ])
 def test_bad_input_fails_fast_with_one_line_and_no_traceback(tmp_path, args, message):
@@ -170,3 +171,13 @@ def test_a_run_stopped_by_its_time_limit_continues_to_the_same_parameters(tmp_pa
     assert_same_run(saved["model"], {k: v.cpu() for k, v in straight.state_dict().items()})
     if device.type == "cpu":
         assert saved["history"]["meta_loss"] == history.meta_loss
+
+
+@pytest.mark.parametrize("layout, channels_last", [("auto", None), ("nchw", False), ("nhwc", True)])
+def test_layout_sets_convnet4s_memory_layout(layout, channels_last):
+    from mamlcourse.cli import _config_from_args, build_parser
+
+    base = ["train", "omniglot", "--preset", "quick", "--out", "x"]
+    cfg = _config_from_args(build_parser().parse_args([*base, "--layout", layout]))
+    assert cfg.channels_last is channels_last and build_model(cfg).channels_last is channels_last
+    assert cfg.run_id() == _config_from_args(build_parser().parse_args(base)).run_id()  # not part of the run

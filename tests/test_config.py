@@ -88,10 +88,10 @@ def test_config_round_trips_through_a_plain_dict():
 
 
 # The settings a run may change when it is resumed: how long it goes, how it is logged,
-# checkpointed, validated and scored, and vmap or loop. Everything else defines the run.
+# checkpointed, validated and scored, vmap or loop, and the memory layout. Everything else defines the run.
 CALL_FIELDS = {"num_iterations", "checkpoint_every", "log_every", "eval_tasks", "eval_inner_steps",
                "eval_max_steps", "vectorize", "validate_every", "validation_tasks", "eval_k_shots",
-               "eval_query_points", "eval_k_query", "baseline_lrs"}
+               "eval_query_points", "eval_k_query", "baseline_lrs", "channels_last"}
 
 
 def all_fields():

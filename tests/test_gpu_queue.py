@@ -165,7 +165,8 @@ def test_train_state_needs_the_final_evaluation():
 def test_table1_queue_is_in_the_issues_order_with_the_longest_run_last():
     names = [j.name for j in qj.QUEUES["table1"]]
     assert names == ["check", "probe", "measure", "paper-5w1s", "paper-20w1s", "paper-5w5s",
-                     "speed", "lesson5-full-omniglot", "lesson5-full-cost", "lesson5-full-sine", "paper-20w5s"]
+                     "speed", "lesson5-full-omniglot", "lesson5-full-cost", "lesson5-full-sine",
+                     "paper-20w5s"]
     # paper-20w5s goes last because it is the longest by far: more than all the other jobs together.
     prior = qj.PRIOR_MS["NVIDIA H200"]
     others = sum(prior[j.preset] * (j.target - qj.read_progress(ROOT, j).step) / 1000
@@ -175,7 +176,8 @@ def test_table1_queue_is_in_the_issues_order_with_the_longest_run_last():
     # The runs that share the GPU (and that the measure job times together) are consecutive ones.
     groups = [[j.name for j in g] for g in qj.train_groups(qj.QUEUES["table1"])]
     assert groups == [["paper-5w1s", "paper-20w1s", "paper-5w5s"], ["paper-20w5s"]]
-    assert [[j.name for j in g] for g in qj.train_groups(qj.QUEUES["tiny"])] == [["tiny-a", "tiny-b", "tiny-long"]]
+    tiny = [[j.name for j in g] for g in qj.train_groups(qj.QUEUES["tiny"])]
+    assert tiny == [["tiny-a", "tiny-b", "tiny-long"]]
     five_one = job_named("table1", "paper-5w1s")
     assert five_one.folder == "trained/omniglot-5w1s" and (ROOT / five_one.folder / "checkpoint.pt").is_file()
     assert qj.read_progress(ROOT, five_one).step == 36_000  # resumes the shipped run
@@ -201,6 +203,34 @@ def test_settings_take_the_fastest_probed_variant_and_keep_a_runs_arithmetic():
     assert not small_gain.tf32 and "only 1.11x" in small_gain.why  # under TF32_MIN_GAIN: exact
     unprobed = qj.choose_settings(None, fixed_tf32=True)
     assert unprobed.options("cuda") == ["--tf32"] and unprobed.ms is None
+    # The loop with TF32 in NHWC (the probe's fifth variant on a GPU): chosen when fastest, TF32 or not.
+    nhwc = qj.choose_settings({**PROBED, "loop+tf32+nhwc": {"ms": 50.0}})
+    assert (nhwc.vectorize, nhwc.tf32, nhwc.channels_last, nhwc.ms) == ("loop", True, True, 50.0)
+    assert nhwc.options("cuda") == ["--vectorize", "loop", "--layout", "nhwc", "--tf32"]
+    assert nhwc.describe()["channels_last"] is True
+    still_exact = qj.choose_settings({**PROBED, "loop+tf32+nhwc": {"ms": 50.0}}, fixed_tf32=False)
+    assert (still_exact.vectorize, still_exact.tf32, still_exact.channels_last) == ("loop", False, False)
+
+
+def test_the_probes_variants_are_the_names_choose_settings_reads(monkeypatch):
+    import probe_speed
+
+    from mamlcourse.config import omniglot_preset
+
+    names = [probe_speed.variant_name(v) for v in probe_speed.variants(torch.device("cuda"))]
+    assert names == ["vmap", "vmap+tf32", "loop", "loop+tf32", "loop+tf32+nhwc"]
+    on_cpu = [probe_speed.variant_name(v) for v in probe_speed.variants(torch.device("cpu"))]
+    assert on_cpu == ["vmap", "loop"]
+    chosen = qj.choose_settings({name: {"ms": 10.0 + i} for i, name in enumerate(reversed(names))})
+    assert (chosen.vectorize, chosen.tf32, chosen.channels_last) == ("loop", True, True)
+    # The NHWC variant's settings reach the model it times (on the CPU: the eager step).
+    built = []
+    real = probe_speed.build_model
+    monkeypatch.setattr(probe_speed, "build_model", lambda cfg: built.append(cfg) or real(cfg))
+    nhwc_loop = {"vectorize": "loop", "tf32": False, "nhwc": True}
+    timed = probe_speed.time_variant(omniglot_preset("quick"), nhwc_loop, torch.device("cpu"), seconds=0.01)
+    assert timed["ms"] > 0 and timed["iterations"] >= 3
+    assert [(c.vectorize, c.channels_last) for c in built] == [(False, True)]
 
 
 def test_run_settings_read_the_probe_of_this_device_and_the_checkpoints_precision(tmp_path):
@@ -294,6 +324,11 @@ def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
                                                                        "why": ""}}]}]}
     settings = queue_card.chunk_settings(ledger, "paper-5w1s")
     assert settings == "vmap over the tasks, TF32 on (2 chunks)"
+    ledger["windows"][1]["chunks"].append({"job": "paper-20w1s", "kind": "train", "settings": {
+        "vectorize": "loop", "tf32": True, "channels_last": True, "why": ""}})
+    assert queue_card.chunk_settings(ledger, "paper-20w1s") == (
+        "loop over the tasks, TF32 off (1 chunk); "
+        "loop over the tasks, TF32 on, images channels-last (NHWC) (1 chunk)")
     card = queue_card.write_card(tmp_path, folder, settings=settings).read_text()
     assert "| Settings | vmap over the tasks, TF32 on (2 chunks) (`tools/gpu/probe_speed.py`" in card
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mamlcourse.config import OmniglotConfig
 from mamlcourse.models import ConvNet4, SineMLP, channels_last
 
 # The names of trained/*/checkpoint.pt: a change here breaks loading the shipped models.
@@ -38,3 +39,23 @@ def test_forward_is_head_of_body():
     images = torch.randn(6, 1, 28, 28)
     assert conv.body(images).shape == (6, 64)
     assert torch.equal(conv(images), conv.head(conv.body(channels_last(images))))
+
+
+def test_convnet4s_layout_changes_memory_order_not_results():
+    torch.manual_seed(0)
+    images = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    outputs, grads = {}, {}
+    for layout in (None, True, False):
+        torch.manual_seed(1)
+        conv = ConvNet4(n_way=5, channels_last=layout).double()
+        out = conv(images)
+        outputs[layout] = out
+        grads[layout] = torch.autograd.grad(out.square().sum(), list(conv.parameters()))
+    assert torch.allclose(outputs[True], outputs[False], rtol=1e-12, atol=1e-12)
+    assert torch.equal(outputs[None], outputs[True])  # the CPU's default is channels-last
+    for a, b in zip(grads[True], grads[False]):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="channels_last must be True, False or None, got 'nhwc'"):
+        ConvNet4(channels_last="nhwc")
+    with pytest.raises(ValueError, match=r"channels_last \(--layout\) must be True, False or None"):
+        OmniglotConfig(channels_last="nhwc")

@@ -8,7 +8,10 @@ A preset's meta-iteration is timed the way ``train --cuda-graph`` runs it on a G
 backward through the inner loop and Adam, captured once as a CUDA graph and replayed; on a
 CPU the eager step) in each *variant*: the meta-batch's tasks under ``torch.func.vmap`` or in
 a loop (``--vectorize vmap|loop``), and on a GPU with TF32 off (exact float32) or on
-(``--tf32``). Random images of the preset's shapes stand in for Omniglot episodes: the same
+(``--tf32``), and the loop with TF32 also with the images stored channels-last (``--layout
+nhwc``: cuDNN's tensor-core convolutions work in that layout, so it may save their layout
+conversions; under vmap the tasks are folded into the channels, which undoes the layout, so
+vmap is not timed so). Random images of the preset's shapes stand in for Omniglot episodes: the same
 kernels on the same sizes take the same time, and nothing has to be loaded. The time of a
 variant is the median of its per-iteration times (each ended by a device synchronisation);
 sampling the tasks, which training adds to every variant alike, is not in it.
@@ -50,14 +53,17 @@ TABLE1 = ("paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s")
 
 
 def variants(device: torch.device) -> list[dict]:
-    """The settings to time: vmap or loop, and (on a GPU) TF32 off or on."""
+    """The settings to time: vmap or loop, and (on a GPU) TF32 off or on, and the loop with TF32 in NHWC."""
     tf32 = (False, True) if device.type == "cuda" else (False,)
-    return [{"vectorize": v, "tf32": t} for v in ("vmap", "loop") for t in tf32]  # vmap (the default) first
+    found = [{"vectorize": v, "tf32": t, "nhwc": False} for v in ("vmap", "loop") for t in tf32]  # vmap first
+    if device.type == "cuda":
+        found.append({"vectorize": "loop", "tf32": True, "nhwc": True})
+    return found
 
 
 def variant_name(v: dict) -> str:
-    """``vmap``, ``loop+tf32``...: the key of a variant in the file."""
-    return v["vectorize"] + ("+tf32" if v["tf32"] else "")
+    """``vmap``, ``loop+tf32``, ``loop+tf32+nhwc``...: the key of a variant in the file."""
+    return v["vectorize"] + ("+tf32" if v["tf32"] else "") + ("+nhwc" if v.get("nhwc") else "")
 
 
 def random_tasks(cfg, device: torch.device, generator: torch.Generator) -> TaskBatch:
@@ -81,7 +87,7 @@ def time_variant(cfg, v: dict, device: torch.device, seconds: float, most: int =
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the CLI sets it on a GPU
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = v["tf32"]
-    cfg = replace(cfg, vectorize=v["vectorize"] == "vmap")
+    cfg = replace(cfg, vectorize=v["vectorize"] == "vmap", channels_last=True if v.get("nhwc") else None)
     torch.manual_seed(0)
     graphed = device.type == "cuda"
     state = TrainingState.create(build_model(cfg), cfg, device=device, capturable=graphed)  # as meta_train

@@ -20,6 +20,7 @@ def chunk_settings(ledger: dict, job: str) -> str | None:
             if chunk.get("job") == job and chunk.get("kind") == "train" and "settings" in chunk:
                 s = chunk["settings"]
                 key = f"{s['vectorize'] or 'the CLI default'} over the tasks, TF32 {'on' if s['tf32'] else 'off'}"
+                key += ", images channels-last (NHWC)" if s.get("channels_last") else ""
                 seen[key] = seen.get(key, 0) + 1
     return "; ".join(f"{k} ({n} chunk{'s' if n > 1 else ''})" for k, n in seen.items()) or None
 

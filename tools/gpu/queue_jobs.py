@@ -117,7 +117,7 @@ QUEUES: dict[str, list] = {
                    requires="tools/gpu/check.py"),
         # ms/iteration of every preset with vmap or a loop, TF32 off or on: each run's settings.
         CommandJob("probe", ("{python}", "{code}/tools/gpu/probe_speed.py", "--device", "{device}", "--out",
-                             probe_path("table1")), watch=("docs/gpu",), estimate_s=150, settles_settings=True),
+                             probe_path("table1")), watch=("docs/gpu",), estimate_s=190, settles_settings=True),
         MeasureJob(),
         # Its first 36,000 iterations ran with TF32 on (trained/omniglot-5w1s/MODEL_CARD.md), in a
         # checkpoint that predates the record of it: the rest continues that arithmetic.
@@ -268,10 +268,17 @@ class RunSettings:
     tf32: bool = False
     ms: float | None = None            # the probe's figure for this variant (None: not probed)
     why: str = "not probed on this device: the CLI's defaults"
+    channels_last: bool = False        # --layout nhwc (the same maths in another memory order)
 
     def options(self, device: str) -> list[str]:
         opts = ["--vectorize", self.vectorize] if self.vectorize else []
+        opts += ["--layout", "nhwc"] if self.channels_last else []
         return opts + (["--tf32"] if self.tf32 and device_kind(device) == "cuda" else [])
+
+    def describe(self) -> dict:
+        """What the ledger records of a chunk's settings."""
+        return {"vectorize": self.vectorize, "tf32": self.tf32, "channels_last": self.channels_last,
+                "why": self.why}
 
 
 def load_probe(root: Path, queue: str, device_name: str) -> dict:
@@ -287,13 +294,13 @@ def choose_settings(timings: dict | None, fixed_tf32: bool | None = None) -> Run
     """The fastest variant the probe timed for a preset; TF32 only when it saves ``TF32_MIN_GAIN``.
 
     ``timings``: ``{variant: {"ms": ...}}`` with variants ``vmap``, ``loop``, ``vmap+tf32``,
-    ``loop+tf32``. ``fixed_tf32``: the arithmetic a run already began with (it keeps it: a
+    ``loop+tf32``, ``loop+tf32+nhwc`` (``probe_speed.variant_name``). ``fixed_tf32``: the arithmetic a run already began with (it keeps it: a
     checkpoint refuses to resume with the other), None for a run not yet begun.
     """
     fixed = "" if fixed_tf32 is None else f"; TF32 {'on' if fixed_tf32 else 'off'} as the run began"
     timed = {name: t["ms"] for name, t in (timings or {}).items() if t.get("ms")}
-    exact = {n: ms for n, ms in timed.items() if not n.endswith("+tf32")}
-    tf32 = {n: ms for n, ms in timed.items() if n.endswith("+tf32")}
+    exact = {n: ms for n, ms in timed.items() if "tf32" not in n.split("+")}
+    tf32 = {n: ms for n, ms in timed.items() if "tf32" in n.split("+")}
     pool = exact if fixed_tf32 is False else tf32 if fixed_tf32 else None
     if pool is None:
         if exact and tf32:
@@ -305,8 +312,9 @@ def choose_settings(timings: dict | None, fixed_tf32: bool | None = None) -> Run
     if not pool:
         return RunSettings(tf32=bool(fixed_tf32), why=RunSettings.why + fixed)
     name = min(pool, key=pool.get)
-    return RunSettings(name.removesuffix("+tf32"), name.endswith("+tf32"), pool[name],
-                       f"fastest probed: {name} {pool[name]:.2f} ms/iteration" + fixed)
+    vectorize, *flags = name.split("+")
+    return RunSettings(vectorize, "tf32" in flags, pool[name],
+                       f"fastest probed: {name} {pool[name]:.2f} ms/iteration" + fixed, "nhwc" in flags)
 
 
 def run_settings(root: Path, queue: str, device_name: str, job: TrainJob, progress: Progress) -> RunSettings:

@@ -255,7 +255,7 @@ class Window:
                  "planned_to": p.planned_end, "runs_sharing": p.level, "mps": bool(self.mps_env),
                  "wall_s": round(wall, 1), "train_s": round(seconds, 1), "rc": rc, "stopped": p.stopped}
         if p.settings is not None:
-            chunk["settings"] = {"vectorize": p.settings.vectorize, "tf32": p.settings.tf32, "why": p.settings.why}
+            chunk["settings"] = p.settings.describe()
         evals = self.ledger["evals"].setdefault(self.device_name, {})
         results = self.s.root / p.job.folder / "results.json"
         eval_s = 0.0
