@@ -9,6 +9,7 @@ the course's CLI (a quick-preset ConvNet4 on real Omniglot, 2 tasks per batch).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -301,6 +302,57 @@ def test_runs_not_begun_wait_for_the_probe_that_chooses_their_settings(tmp_path)
     assert w.settings_pending() is None  # ran and failed: runs begin with the CLI's defaults
     assert window(only=("measure",)).settings_pending() is None  # a window without the probe: no wait
     assert "tiny-a: not begun; it waits for tiny-probe" in (tmp_path / qj.log_path("tiny")).read_text()
+
+
+COUNTER = """
+import os, time
+from pathlib import Path
+done = Path("work/progress.txt")  # a checkpoint: written whole or not at all
+done.parent.mkdir(exist_ok=True)
+step = int(done.read_text()) if done.exists() else 0
+while step < 12:
+    time.sleep(0.25)
+    step += 1
+    Path("work/progress.tmp").write_text(str(step))
+    os.replace("work/progress.tmp", done)
+print("counted to", step)
+"""
+
+
+def test_a_resumable_command_cut_at_a_deadline_continues_in_the_next_window(tmp_path, monkeypatch):
+    """Lesson 5's full benchmarks keep checkpoints: a window too short for all of one still advances it."""
+    import queue_runner
+
+    write(tmp_path / "count.py", COUNTER)
+    job = qj.CommandJob("count", ("{python}", str(tmp_path / "count.py")), watch=("work",), estimate_s=3600,
+                        needs_cuda=False, resumable=True)
+    monkeypatch.setitem(qj.QUEUES, "resume", [job])
+    monkeypatch.setattr(qj, "RESUMABLE_MIN_S", 0.5)
+
+    def window(budget_s):
+        w = queue_runner.Window(queue_runner.Settings(root=tmp_path, code=ROOT, queue="resume", device="cpu",
+                                                      data=None, budget_s=budget_s, out=None, reserve_s=0.0,
+                                                      poll_s=0.05))
+        w.run()
+        return json.loads((tmp_path / qj.ledger_path("resume")).read_text())["commands"]["count"]
+
+    first = window(1.6)  # 3 s of counting needed: cut
+    assert first["last"]["stopped"] == "stopped at the window's deadline" and "passed" not in first
+    reached = int((tmp_path / "work/progress.txt").read_text())
+    assert 0 < reached < 12
+    assert first["last"]["outputs"][0] == "work/progress.txt"  # what comes back holds the progress
+    second = window(30.0)  # far less than its estimate, more than what is left: it resumes and ends
+    assert second["last"]["rc"] == 0 and "cpu" in second["passed"]
+    assert (tmp_path / "docs/gpu/count.log").read_text().strip().endswith("counted to 12")
+    assert len(second["runs_s"]) == 2 and second["seconds"] == pytest.approx(sum(second["runs_s"]), abs=0.11)
+    # Not resumable: a job cut short waits for a window with more time than it has already taken.
+    monkeypatch.setitem(qj.QUEUES, "resume", [dataclasses.replace(job, name="plain", resumable=False, estimate_s=1.0)])
+    (tmp_path / "work/progress.txt").unlink()
+    window(1.6)
+    plain = json.loads((tmp_path / qj.ledger_path("resume")).read_text())["commands"]["plain"]
+    assert plain["last"]["stopped"] and plain["ran_at_least_s"] > 1
+    window(1.6)
+    assert "plain: needs ~" in (tmp_path / qj.log_path("resume")).read_text()
 
 
 def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):

@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,14 +218,14 @@ def _train(name: str, sampler, cfg, settings: dict[str, Any], *, checkpoint_dir,
     algo = get_algorithm(name)
     entry: dict[str, Any] = {"label": algo.label, "reference": algo.reference, "settings": settings,
                              "adapts_by_gradient": algo.adapts_by_gradient}
-    tic = time.perf_counter()
     try:
         model, history = train_algorithm(algo, sampler, cfg, checkpoint_dir=checkpoint_dir, device=device,
                                          progress=progress)
     except TrainingDiverged as err:
         return {**entry, "diverged": str(err)}, None
+    # The history's training time, summed over the calls of a run resumed from its checkpoint.
     entry.update(iterations=history.step[-1], ms_per_iteration=history.ms_per_iteration,
-                 train_seconds=time.perf_counter() - tic)
+                 train_seconds=history.wall_seconds)
     return entry, model
 
 

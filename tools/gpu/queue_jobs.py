@@ -62,6 +62,9 @@ class CommandJob:
     ``watch`` are its outputs; ``requires`` is a file that must exist for it to run.
     ``settles_settings``: the probe, whose timings choose each run's settings; a run that has not
     begun does not begin before it has run here (a run keeps the arithmetic it began with).
+    ``resumable``: the script keeps its progress under ``watch`` (checkpoints) when stopped at a
+    window's deadline and continues from it when run again, so it starts in any window with
+    ``RESUMABLE_MIN_S`` left instead of waiting for one long enough for all of it.
     """
 
     name: str
@@ -71,7 +74,11 @@ class CommandJob:
     needs_cuda: bool = True
     requires: str | None = None
     settles_settings: bool = False  # runs not yet begun wait until it has run on this device
+    resumable: bool = False
     kind: str = "command"
+
+
+RESUMABLE_MIN_S = 120.0  # a resumable command starts with this much of the window left: load, then progress
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,9 @@ def probe_path(queue: str) -> str:
     return f"docs/gpu/{queue}-probe.json"
 
 
+LESSON5_CHECKPOINTS = "trained/beyond-maml-full-gpu"  # compare_algorithms.py --checkpoints: <part>/<algorithm>.pt
+
+
 def _paper(preset: str, *, lake: bool = False, tf32: bool | None = None) -> TrainJob:
     return TrainJob(preset, preset, f"trained/omniglot-{preset.removeprefix('paper-')}", lake=lake, tf32=tf32)
 
@@ -126,11 +136,14 @@ QUEUES: dict[str, list] = {
         _paper("paper-5w5s"),
         CommandJob("speed", ("{python}", "{code}/tools/gpu/speed.py", "--device", "{device}",
                              "--out", "docs/gpu/speed.json"), watch=("docs/gpu",), estimate_s=300),
-        # Lesson 5 in full mode, timed: its three benchmarks one job each, so each fits a window.
+        # Lesson 5 in full mode, timed: its three benchmarks one job each, so each fits a window; the
+        # algorithms' checkpoints come back too, so one cut by a window's end resumes in the next.
         *[CommandJob(f"lesson5-full-{part}", ("{python}", "{code}/benchmarks/compare_algorithms.py", "--mode",
                                               "full", "--only", part, "--device", "{device}", "--out",
-                                              f"results/beyond_maml_full_gpu_{part}.json", "--no-progress"),
-                     watch=("results",), estimate_s=300) for part in ("omniglot", "cost", "sine")],
+                                              f"results/beyond_maml_full_gpu_{part}.json", "--no-progress",
+                                              "--checkpoints", LESSON5_CHECKPOINTS),
+                     watch=("results", LESSON5_CHECKPOINTS), estimate_s=300, resumable=True)
+          for part in ("omniglot", "cost", "sine")],
         _paper("paper-20w5s"),
     ],
     # Seconds on a CPU, for the tests: small runs of the quick preset (one long enough to be

@@ -411,7 +411,8 @@ class Window:
             self.log(f"{job.name}: failed last time (exit {last['last']['rc']}, docs/gpu/{job.name}.log) and "
                      "its script has not changed since: skipped")
             return
-        need = max(last.get("seconds", job.estimate_s), 1.2 * last.get("ran_at_least_s", 0))
+        need = qj.RESUMABLE_MIN_S if job.resumable else \
+            max(last.get("seconds", job.estimate_s), 1.2 * last.get("ran_at_least_s", 0))
         if self.time_left() < need:
             self.log(f"{job.name}: needs ~{need:.0f} s, {self.time_left():.0f} s left: next window")
             return
@@ -425,16 +426,18 @@ class Window:
         ours = {qj.ledger_path(self.s.queue), qj.log_path(self.s.queue)}
         outputs = sorted(str(p.relative_to(self.s.root)) for w in job.watch for p in (self.s.root / w).rglob("*")
                          if p.is_file() and watched.get(p) != (p.stat().st_size, p.stat().st_mtime_ns))
-        outputs = [o for o in outputs if o not in ours and not o.endswith(".tmp")]
+        outputs = [o for o in outputs if o not in ours and not o.endswith((".tmp", "/.lock"))]  # not results
         rc = proc.popen.returncode
         entry = {"when": qj.now_iso(), "device": self.device_name, "rc": rc, "seconds": round(seconds, 1),
                  "stopped": proc.stopped, "script_sha256": script, "outputs": outputs + [str(log.relative_to(self.s.root))]}
         record = self.ledger["commands"].setdefault(job.name, {})
         record["last"] = entry
-        if proc.stopped:  # it needs more than it had: wait for a window with more
+        if proc.stopped:  # it needs more than it had: wait for a window with more (or resume)
             record["ran_at_least_s"] = round(seconds, 1)
+        if job.resumable and (proc.stopped or rc == 0):  # its time: the sum of its runs, each resumed
+            record["runs_s"] = record.get("runs_s", []) + [round(seconds, 1)]
         if rc == 0:
-            record["seconds"] = round(seconds, 1)
+            record["seconds"] = round(sum(record["runs_s"]) if job.resumable else seconds, 1)
             record.setdefault("passed", {})[self.device_name] = entry["when"]
         self.record["commands"].append({"job": job.name, **entry})
         self.touched.update(entry["outputs"])
