@@ -346,7 +346,8 @@ def test_a_resumable_command_cut_at_a_deadline_continues_in_the_next_window(tmp_
     assert (tmp_path / "docs/gpu/count.log").read_text().strip().endswith("counted to 12")
     assert len(second["runs_s"]) == 2 and second["seconds"] == pytest.approx(sum(second["runs_s"]), abs=0.11)
     # Not resumable: a job cut short waits for a window with more time than it has already taken.
-    monkeypatch.setitem(qj.QUEUES, "resume", [dataclasses.replace(job, name="plain", resumable=False, estimate_s=1.0)])
+    plain_job = dataclasses.replace(job, name="plain", resumable=False, estimate_s=1.0)
+    monkeypatch.setitem(qj.QUEUES, "resume", [plain_job])
     (tmp_path / "work/progress.txt").unlink()
     window(1.6)
     plain = json.loads((tmp_path / qj.ledger_path("resume")).read_text())["commands"]["plain"]
