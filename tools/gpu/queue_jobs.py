@@ -125,7 +125,8 @@ QUEUES: dict[str, list] = {
     "table1": [
         CommandJob("check", ("{python}", "{code}/tools/gpu/check.py"), watch=("docs/gpu",), estimate_s=480,
                    requires="tools/gpu/check.py"),
-        # ms/iteration of every preset with vmap or a loop, TF32 off or on: each run's settings.
+        # ms/iteration of every preset with vmap or a loop, TF32 off or on (and the loop with TF32 on
+        # channels-last images): each run's settings.
         CommandJob("probe", ("{python}", "{code}/tools/gpu/probe_speed.py", "--device", "{device}", "--out",
                              probe_path("table1")), watch=("docs/gpu",), estimate_s=190, settles_settings=True),
         MeasureJob(),
@@ -307,8 +308,9 @@ def choose_settings(timings: dict | None, fixed_tf32: bool | None = None) -> Run
     """The fastest variant the probe timed for a preset; TF32 only when it saves ``TF32_MIN_GAIN``.
 
     ``timings``: ``{variant: {"ms": ...}}`` with variants ``vmap``, ``loop``, ``vmap+tf32``,
-    ``loop+tf32``, ``loop+tf32+nhwc`` (``probe_speed.variant_name``). ``fixed_tf32``: the arithmetic a run already began with (it keeps it: a
-    checkpoint refuses to resume with the other), None for a run not yet begun.
+    ``loop+tf32``, ``loop+tf32+nhwc`` (``probe_speed.variant_name``). ``fixed_tf32``: the
+    arithmetic a run already began with (it keeps it: a checkpoint refuses to resume with the
+    other), None for a run not yet begun.
     """
     fixed = "" if fixed_tf32 is None else f"; TF32 {'on' if fixed_tf32 else 'off'} as the run began"
     timed = {name: t["ms"] for name, t in (timings or {}).items() if t.get("ms")}
