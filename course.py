@@ -44,7 +44,7 @@ FIRST_LESSON = "notebooks/01_few_shot_concepts.ipynb"
 # VMs whose `lscpu` says "AMD EPYC", Python 3.11, torch 2.13.0+cpu, quick mode).
 SUITE = "unit tests (tests/), then the 7 lessons and 8 solution notebooks under nbval"
 SUITE_CPU_MINUTES = (5, 25)
-SUITE_CPU_MEASURED = ("on 2-core AMD EPYC machines (pytest alone: 490 tests in 5 min on one; 909 tests and notebook cells in 15.8 min on another)")
+SUITE_CPU_MEASURED = ("on 2-core AMD EPYC machines (pytest alone: 490 tests in 5 min on one; 917 tests and notebook cells in 16.3 min on another)")
 # A fresh .venv for `lab` (torch's CPU build, JupyterLab): 105-230 s measured by tools/newcomer.py
 # on a 2-core AMD EPYC with torch's wheel on local disk; the test tools add 24-74 s.
 SETUP_MINUTES = (2, 4)
