@@ -37,7 +37,7 @@ class Proc:
     started: float
     before: qj.Progress | None = None
     planned_end: int | None = None
-    settings: qj.RunSettings | None = None  # a training chunk's vmap/loop and TF32
+    settings: qj.RunSettings | None = None  # a training chunk's vmap/loop, TF32 and layout
     level_sum: int = 0
     polls: int = 0
     stopped: str | None = None      # why the queue stopped it, if it did
@@ -324,9 +324,17 @@ class Window:
         self.sharing = 1
 
     # -- measuring --------------------------------------------------------------------
-    def run_measure(self, job: qj.MeasureJob, trains: list[qj.TrainJob]) -> None:
-        """ms/iteration alone and with all (up to max_concurrency) sharing; picks the best."""
-        open_jobs = [j for j in trains if qj.train_state(j, qj.read_progress(self.s.root, j)) == "train"]
+    def run_measure(self, job: qj.MeasureJob, groups: list[list[qj.TrainJob]]) -> None:
+        """ms/iteration alone and with all (up to max_concurrency) sharing; picks the best.
+
+        The runs measured are those that will share the device next: the unfinished runs of the
+        first group of consecutive training jobs (``queue_jobs.train_groups``) that has any.
+        """
+        open_jobs: list[qj.TrainJob] = []
+        for group in groups:
+            open_jobs = [j for j in group if qj.train_state(j, qj.read_progress(self.s.root, j)) == "train"]
+            if open_jobs:
+                break
         open_jobs = open_jobs[: self.s.max_concurrency]
         result = {"when": qj.now_iso(), "jobs": [j.name for j in open_jobs], "seconds_each": job.seconds}
         if len(open_jobs) < 2:
@@ -460,10 +468,7 @@ class Window:
         self.log(f"window on {self.device_name}: budget {self.s.budget_s:.0f} s, "
                  f"{self.time_left():.0f} s until the deadline")
         jobs = self.selected
-        # The runs measured sharing the device: the first group of consecutive training jobs with a run
-        # still to train (the runs that will share it next), even under --only measure.
-        trains = next((g for g in qj.train_groups(self.jobs)
-                       if any(qj.train_state(j, qj.read_progress(self.s.root, j)) == "train" for j in g)), [])
+        groups = qj.train_groups(self.jobs)  # measured even under --only measure
         i = 0
         try:
             while i < len(jobs) and self.time_left() > 0:
@@ -475,7 +480,7 @@ class Window:
                 elif job.kind == "measure":
                     if self.device_name not in self.ledger["measure"] or \
                             self.ledger["measure"][self.device_name].get("incomplete"):
-                        self.run_measure(job, trains)
+                        self.run_measure(job, groups)
                     i += 1
                 else:
                     group = []
