@@ -12,7 +12,7 @@ meta-training run it does itself (seed 0) and at the shipped models:
 * sine, the paper's settings (K = 10, α = 0.01, 25 tasks per batch): the run's checkpoints,
   then ``trained/sine-paper`` (70,000 iterations);
 * Omniglot 5-way 1-shot (α = 2.0, 1 step): a ``quick-5w1s`` run (8 tasks per batch) on the
-  CPU, then ``trained/omniglot-5w1s`` (36,000 iterations of 32 tasks, trained on an H200).
+  CPU, then ``trained/omniglot-5w1s-maxpool`` (36,000 iterations of 32 tasks, trained on an H200).
 
 It also times a gradient against a Hessian-vector product (two ways) on one task of each.
 Results (mean and 95% CI over the measurement batches, with provenance) go to
@@ -105,7 +105,7 @@ def run_omniglot(iterations: list[int], num_batches: int, data_root) -> dict:
     from mamlcourse.data.omniglot_images import load_images
 
     images = load_images(data_root, progress=False)
-    shipped, shipped_cfg, state = load_model(ROOT / "trained" / "omniglot-5w1s")
+    shipped, shipped_cfg, state = load_model(ROOT / "trained" / "omniglot-5w1s-maxpool")
     shipped_cfg = dataclasses.replace(shipped_cfg, vectorize=False)  # the loop: right and faster on a CPU
     cfg = dataclasses.replace(mc.omniglot_preset("quick-5w1s"), vectorize=False)
     sampler = OmniglotTasks.from_config(cfg, "train", omniglot=images)
@@ -113,7 +113,7 @@ def run_omniglot(iterations: list[int], num_batches: int, data_root) -> dict:
     points, seconds = along_training(cfg, sampler, batches, iterations, vectorize=False, label="omniglot")
     shipped_sampler = OmniglotTasks.from_config(shipped_cfg, "train", omniglot=images)
     shipped_batches = fixed_batches(shipped_sampler, shipped_cfg, num_batches, shipped_cfg.tasks_per_batch)
-    points.append({"iteration": state["step"], "shipped": "trained/omniglot-5w1s",
+    points.append({"iteration": state["step"], "shipped": "trained/omniglot-5w1s-maxpool",
                    "tasks_per_batch": shipped_cfg.tasks_per_batch,
                    **measure(shipped, shipped_cfg, shipped_batches, False)})
     return {"config": cfg.to_dict(), "shipped_config": shipped_cfg.to_dict(), "num_batches": num_batches,

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--k-shot", type=int, dest="k_shot")
     train.add_argument("--k-query", type=int, dest="k_query")
     train.add_argument("--n-way", type=int, dest="n_way", help="omniglot only")
+    train.add_argument("--downsample", choices=["maxpool", "stride"], dest="downsample",
+                       help="omniglot: halve the images by 2x2 max-pooling or by stride-2 convolutions "
+                       "(default: the preset's)")
     train.add_argument("--first-order", action="store_true", default=None, dest="first_order")
     train.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     train.add_argument("--tasks", type=int, dest="eval_tasks", help="test tasks scored at the end")
@@ -94,8 +97,9 @@ def _config_from_args(args: argparse.Namespace):
     cfg = get_preset(args.task, preset)
     fields = {f.name for f in dataclasses.fields(cfg)} - {"preset", "vectorize", "channels_last"}
     changes = {name: value for name, value in vars(args).items() if name in fields}
-    if args.task == "sine" and args.n_way is not None:
-        raise ValueError("--n-way applies to omniglot only")
+    for option, given in (("--n-way", args.n_way), ("--downsample", args.downsample)):
+        if args.task == "sine" and given is not None:
+            raise ValueError(f"{option} applies to omniglot only")
     if args.task == "sine" and (args.data is not None or args.cuda_graph or args.layout != "auto"):
         raise ValueError("--data, --cuda-graph and --layout apply to omniglot only")
     if changes["k_shot"] is not None and changes["k_query"] is None and args.task == "sine":

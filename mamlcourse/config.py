@@ -245,6 +245,10 @@ class OmniglotConfig(MetaConfig):
     Attributes defining the run:
         n_way: classes per task.
         num_filters: channels of each of ConvNet4's four blocks.
+        downsample: how ConvNet4's blocks halve the image: ``"maxpool"`` (stride-1
+            convolution, then 2x2 max-pooling: the network as Section 5.2 first describes
+            it) or ``"stride"`` (stride-2 convolutions: "For Omniglot, we used strided
+            convolutions instead of max-pooling", Section 5.2). See ``models.ConvNet4``.
         image_size: images are resized to ``image_size`` x ``image_size``.
         split: ``"paper"`` (1200 training characters, the rest for testing) or
             ``"lake"`` (background alphabets for training, evaluation alphabets for testing).
@@ -263,6 +267,7 @@ class OmniglotConfig(MetaConfig):
     # -- What defines the run.
     n_way: int = run_field(5, option="--n-way")
     num_filters: int = run_field(64)
+    downsample: str = run_field("maxpool", option="--downsample")
     image_size: int = run_field(28)
     split: str = run_field("paper")
     rotations: bool = run_field(True)
@@ -285,6 +290,9 @@ class OmniglotConfig(MetaConfig):
             _check_count(name, getattr(self, name), minimum=0)
         if self.n_way < 2:
             raise ValueError(f"{option_name('n_way')} must be >= 2 for classification, got {self.n_way}")
+        if self.downsample not in ("maxpool", "stride"):
+            raise ValueError(f"{option_name('downsample')} must be 'maxpool' or 'stride', "
+                             f"got {self.downsample!r}")
         if self.split not in ("paper", "lake"):
             raise ValueError(f"split must be 'paper' or 'lake', got {self.split!r}")
 
@@ -319,8 +327,10 @@ SINE_PRESETS: dict[str, SineConfig] = {
                         num_iterations=3000, eval_tasks=200, checkpoint_every=1000),
 }
 
+# Section 5.2: "For Omniglot, we used strided convolutions instead of max-pooling". The quick
+# presets keep max-pooling: every stored quick result and the lessons' model were made with it.
 _PAPER_OMNIGLOT = dict(outer_lr=1e-3, num_iterations=60_000, eval_max_steps=10,
-                       checkpoint_every=1000, log_every=50)
+                       checkpoint_every=1000, log_every=50, downsample="stride")
 
 OMNIGLOT_PRESETS: dict[str, OmniglotConfig] = {
     # Appendix A.1: 5-way trains with 1 step (α = 0.4 on the summed loss = 2.0 on the mean)

@@ -105,16 +105,28 @@ def channels_last(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
 
 
+DOWNSAMPLES = ("maxpool", "stride")  # how ConvNet4 halves its images: see ConvNet4
+
+
 class ConvNet4(nn.Module):
-    """Four blocks of [3x3 conv (64 filters), batch norm, ReLU, 2x2 max-pool], then a linear head.
+    """Four blocks of [3x3 conv (64 filters), batch norm, ReLU], each halving the image, then a linear head.
 
-    The paper's Omniglot network (Section 5.2; the original code could use strided
-    convolutions instead of max-pooling, we use max-pooling). 28x28 inputs shrink to
-    14, 7, 3 and 1 pixels, so the head sees ``num_filters`` features.
+    The network of the paper's Section 5.2 (the embedding of Vinyals et al. 2016), which
+    adds: "For Omniglot, we used strided convolutions instead of max-pooling". Both are here:
 
-    Each block pools before its ReLU: the same function and the same gradients as ReLU then
-    pooling (ReLU is monotonic, so it commutes with a max), with the ReLU on a quarter of
-    the values.
+    - ``downsample="maxpool"`` (the default): 3x3 convolutions of stride 1, then a 2x2
+      max-pool. 28x28 inputs shrink to 14, 7, 3 and 1 pixels, so the head sees
+      ``num_filters`` features. Each block pools before its ReLU: the same function and the
+      same gradients as ReLU then pooling (ReLU is monotonic, so it commutes with a max),
+      with the ReLU on a quarter of the values.
+    - ``downsample="stride"``: the original code's Omniglot network. 3x3 convolutions of
+      stride 2 (padding 1; TensorFlow's SAME padding puts the extra row after, not before,
+      on an even size), no pooling: 28 -> 14 -> 7 -> 4 -> 2, then the mean over the last
+      2x2 (as the original), so the head also sees ``num_filters`` features. Each
+      convolution computes a quarter of the outputs a stride-1 one does: fewer operations.
+
+    Both keep the same parameter names and shapes (a stride block holds an ``nn.Identity``
+    where the pool was), so code that walks ``features`` four modules a block works on both.
 
     ``channels_last`` is how the images are stored in memory, not what is computed: True
     stores them channels-last (NHWC, see ``channels_last``) before the first convolution, so
@@ -129,25 +141,39 @@ class ConvNet4(nn.Module):
     head_prefix = "head."  # the head's parameter names start so; the other parameters are the body
 
     def __init__(self, n_way: int = 5, in_channels: int = 1, num_filters: int = 64,
-                 image_size: int = 28, channels_last: bool | None = None):
+                 image_size: int = 28, channels_last: bool | None = None,
+                 downsample: str = "maxpool"):
         super().__init__()
         if channels_last not in (None, True, False):
             raise ValueError(f"channels_last must be True, False or None, got {channels_last!r}")
+        if downsample not in DOWNSAMPLES:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLES}, got {downsample!r}")
         self.channels_last = channels_last
+        self.downsample = downsample
+        stride = downsample == "stride"
         blocks = []
         channels, size = in_channels, image_size
         for _ in range(4):
-            blocks += [nn.Conv2d(channels, num_filters, 3, padding=1), BatchStatNorm(num_filters),
-                       nn.MaxPool2d(2), nn.ReLU()]
-            channels, size = num_filters, size // 2
+            if stride:
+                blocks += [nn.Conv2d(channels, num_filters, 3, stride=2, padding=1),
+                           BatchStatNorm(num_filters), nn.Identity(), nn.ReLU()]
+                size = (size + 1) // 2
+            else:
+                blocks += [nn.Conv2d(channels, num_filters, 3, padding=1), BatchStatNorm(num_filters),
+                           nn.MaxPool2d(2), nn.ReLU()]
+                size = size // 2
+            channels = num_filters
         if size < 1:
             raise ValueError(f"image_size {image_size} is too small for four 2x2 max-pools (needs >= 16)")
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Linear(num_filters * size * size, n_way)
+        # The strided network averages its last feature map (the original code's reduce_mean).
+        self.head = nn.Linear(num_filters if stride else num_filters * size * size, n_way)
 
     def body(self, x: Tensor) -> Tensor:
-        """The four blocks, flattened: x [n, C, H, W] -> features [n, num_filters * size * size]."""
-        return self.features(x).flatten(1)
+        """The four blocks, flattened (maxpool) or averaged over space (stride):
+        x [n, C, H, W] -> features [n, head.in_features]."""
+        x = self.features(x)
+        return x.mean(dim=(2, 3)) if self.downsample == "stride" else x.flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
         nhwc = x.device.type == "cpu" if self.channels_last is None else self.channels_last
@@ -162,7 +188,7 @@ def build_model(cfg: MetaConfig) -> nn.Module:
         return SineMLP(cfg.hidden_sizes)
     if isinstance(cfg, OmniglotConfig):
         return ConvNet4(cfg.n_way, num_filters=cfg.num_filters, image_size=cfg.image_size,
-                        channels_last=cfg.channels_last)
+                        channels_last=cfg.channels_last, downsample=cfg.downsample)
     raise TypeError(f"no model for config type {type(cfg).__name__}")
 
 

@@ -20,7 +20,10 @@ from mamlcourse.models import build_model
 from mamlcourse.training_state import TrainingState
 
 TRAINED = Path(__file__).resolve().parent.parent / "trained"
-SHIPPED = [("omniglot-5w1s/checkpoint.pt", omniglot_preset("paper-5w1s"), 36_000),
+# The lessons' Omniglot model: paper-5w1s with max-pooling (it predates the strided network of the
+# paper presets; its checkpoint's config has no ``downsample``, which reads as max-pooling).
+MAXPOOL_5W1S = dataclasses.replace(omniglot_preset("paper-5w1s"), downsample="maxpool")
+SHIPPED = [("omniglot-5w1s-maxpool/checkpoint.pt", MAXPOOL_5W1S, 36_000),
            ("sine-paper/checkpoint.pt", sine_preset("paper"), 70_000),
            ("sine-paper/baseline.pt", sine_preset("paper"), 70_000)]
 IDS = [name for name, _, _ in SHIPPED]
@@ -68,16 +71,27 @@ def test_a_shipped_checkpoint_refuses_another_inner_lr(name, preset, step):
 
 
 def test_a_mismatch_names_every_differing_setting_and_only_the_task_across_tasks():
-    saved = load_checkpoint(TRAINED / "omniglot-5w1s" / "checkpoint.pt")["config"]
-    other = dataclasses.replace(omniglot_preset("paper-5w1s"), seed=3, n_way=20, num_iterations=5)
+    saved = load_checkpoint(TRAINED / "omniglot-5w1s-maxpool" / "checkpoint.pt")["config"]
+    other = dataclasses.replace(MAXPOOL_5W1S, seed=3, n_way=20, num_iterations=5)
     with pytest.raises(CheckpointMismatch) as err:
-        check_compatible(saved, other, "trained/omniglot-5w1s")
+        check_compatible(saved, other, "trained/omniglot-5w1s-maxpool")
     assert str(err.value) == (
-        "the checkpoint in trained/omniglot-5w1s was made with other settings (seed (--seed): checkpoint 0, "
+        "the checkpoint in trained/omniglot-5w1s-maxpool was made with other settings "
+        "(seed (--seed): checkpoint 0, "
         "now 3; n_way (--n-way): checkpoint 5, now 20). Resume it with its own settings, or train into "
         "another folder (--out).")
     with pytest.raises(CheckpointMismatch, match=r"settings \(task: checkpoint 'omniglot', now 'sine'\)\."):
-        check_compatible(saved, sine_preset("paper"), "trained/omniglot-5w1s")
+        check_compatible(saved, sine_preset("paper"), "trained/omniglot-5w1s-maxpool")
+
+
+def test_the_max_pool_model_does_not_resume_as_the_strided_paper_preset():
+    """The paper presets now use the paper's strided network: the lessons' max-pool model is
+    another run, and the refusal names the option that tells them apart."""
+    saved = load_checkpoint(TRAINED / "omniglot-5w1s-maxpool" / "checkpoint.pt")["config"]
+    assert "downsample" not in saved  # written before the option existed: max-pooling, the default
+    with pytest.raises(CheckpointMismatch, match=r"\(downsample \(--downsample\): checkpoint 'maxpool', "
+                                                 r"now 'stride'\)"):
+        check_compatible(saved, omniglot_preset("paper-5w1s"), "trained/omniglot-5w1s-maxpool")
 
 
 def test_a_field_the_saved_config_lacks_takes_its_default():

@@ -181,3 +181,15 @@ def test_layout_sets_convnet4s_memory_layout(layout, channels_last):
     cfg = _config_from_args(build_parser().parse_args([*base, "--layout", layout]))
     assert cfg.channels_last is channels_last and build_model(cfg).channels_last is channels_last
     assert cfg.run_id() == _config_from_args(build_parser().parse_args(base)).run_id()  # not part of the run
+
+
+def test_downsample_chooses_convnet4s_network_and_is_part_of_the_run():
+    from mamlcourse.cli import _config_from_args, build_parser
+
+    base = ["train", "omniglot", "--preset", "quick", "--out", "x"]
+    preset = _config_from_args(build_parser().parse_args(base))
+    for choice in ("maxpool", "stride"):
+        cfg = _config_from_args(build_parser().parse_args([*base, "--downsample", choice]))
+        assert cfg.downsample == choice and build_model(cfg).downsample == choice
+        # another network, another run
+        assert (cfg.run_id() == preset.run_id()) == (choice == preset.downsample)

@@ -180,8 +180,9 @@ def test_table1_queue_is_in_the_issues_order_with_the_longest_run_last():
     tiny = [[j.name for j in g] for g in qj.train_groups(qj.QUEUES["tiny"])]
     assert tiny == [["tiny-a", "tiny-b", "tiny-long"]]
     five_one = job_named("table1", "paper-5w1s")
-    assert five_one.folder == "trained/omniglot-5w1s" and (ROOT / five_one.folder / "checkpoint.pt").is_file()
-    assert qj.read_progress(ROOT, five_one).step == 36_000  # resumes the shipped run
+    # The paper's strided network: a new run, not the lessons' max-pool model (36,000 iterations).
+    assert five_one.folder == "trained/omniglot-5w1s" and five_one.lake
+    assert qj.read_progress(ROOT, five_one).step == 0
     twenty_one = job_named("table1", "paper-20w1s")
     assert twenty_one.lake and twenty_one.folder == "trained/omniglot-20w1s"
 
@@ -244,20 +245,18 @@ def test_run_settings_read_the_probe_of_this_device_and_the_checkpoints_precisio
         "--vectorize", "loop"]
     other_gpu = qj.run_settings(tmp_path, "table1", "NVIDIA A100", job, qj.Progress())
     assert other_gpu.vectorize is None  # probed on another GPU: not used
-    # The shipped 5w1s checkpoint predates the precision record: the job says it began with TF32.
-    five_one = job_named("table1", "paper-5w1s")
-    progress = qj.read_progress(ROOT, five_one)
-    assert progress.tf32 is None and five_one.tf32
-    resumed = qj.run_settings(tmp_path, "table1", "NVIDIA H200", five_one, progress)
-    assert resumed.options("cuda") == ["--tf32"]
+    begun_tf32 = qj.Progress(step=500, tf32=True)
+    assert qj.run_settings(tmp_path, "table1", "NVIDIA H200", job, begun_tf32).options("cuda") == [
+        "--vectorize", "vmap", "--tf32"]
     # The probe's figure projects a run the ledger has not measured.
     ledger = qj.load_ledger(tmp_path, "table1")
     assert qj.rate_ms(ledger, "NVIDIA H200", "paper-20w1s", 1, probed=60.0) == (
         60.0, "projected from the probe (random images, sampling not timed)")
 
 
-def test_the_queues_train_command_resumes_the_shipped_5w1s_run():
-    """The paper-5w1s chunk's command, read by the CLI, has the shipped checkpoint's run id."""
+def test_the_queues_5w1s_command_trains_the_papers_strided_network():
+    """The paper-5w1s chunk's command, read by the CLI, is the preset's run: the paper's strided
+    network (Section 5.2), which the lessons' max-pool checkpoint refuses, naming the option."""
     import dataclasses
     from types import SimpleNamespace
 
@@ -265,6 +264,7 @@ def test_the_queues_train_command_resumes_the_shipped_5w1s_run():
 
     from mamlcourse import cli
     from mamlcourse.checkpoint import CheckpointMismatch, check_compatible, load_checkpoint
+    from mamlcourse.config import omniglot_preset
 
     job = job_named("table1", "paper-5w1s")
     settings = queue_runner.Settings(root=ROOT, code=ROOT, queue="table1", device="cuda", data=None,
@@ -273,15 +273,14 @@ def test_the_queues_train_command_resumes_the_shipped_5w1s_run():
     run = qj.run_settings(ROOT, "table1", "NVIDIA H200", job, qj.read_progress(ROOT, job))
     argv = queue_runner.Window.train_argv(window, job, job.target, 30.0, 300.0, run)
     assert argv[1:5] == ["-m", "mamlcourse", "train", "omniglot"] and "--cuda-graph" in argv
-    assert "--tf32" in argv  # the arithmetic its first 36,000 iterations used
-    args = cli.build_parser().parse_args(argv[3:])
-    assert args.tf32
-    cfg = cli._config_from_args(args)
-    assert cfg.num_iterations == job.target == 60_000
-    saved = load_checkpoint(ROOT / job.folder / "checkpoint.pt")["config"]
-    check_compatible(saved, cfg, job.folder)
-    with pytest.raises(CheckpointMismatch, match=r"inner_lr \(--inner-lr\): checkpoint 2.0, now 1.0"):
-        check_compatible(saved, dataclasses.replace(cfg, inner_lr=1.0), job.folder)
+    cfg = cli._config_from_args(cli.build_parser().parse_args(argv[3:]))
+    assert cfg.num_iterations == job.target == 60_000 and cfg.downsample == "stride"
+    assert cfg.run_id() == omniglot_preset("paper-5w1s").run_id()
+    maxpool = load_checkpoint(ROOT / "trained/omniglot-5w1s-maxpool/checkpoint.pt")["config"]
+    refused = r"downsample \(--downsample\): checkpoint 'maxpool', now 'stride'"
+    with pytest.raises(CheckpointMismatch, match=refused):
+        check_compatible(maxpool, cfg, job.folder)
+    check_compatible(maxpool, dataclasses.replace(cfg, downsample="maxpool"), job.folder)  # all else agrees
 
 
 def test_runs_not_begun_wait_for_the_probe_that_chooses_their_settings(tmp_path):
@@ -357,12 +356,13 @@ def test_a_resumable_command_cut_at_a_deadline_continues_in_the_next_window(tmp_
 
 
 def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
-    folder = "trained/omniglot-5w1s"
+    folder = "trained/omniglot-5w1s-maxpool"
     shutil.copytree(ROOT / folder, tmp_path / folder)
     hand_written = (ROOT / folder / "MODEL_CARD.md").read_text()
     card = queue_card.write_card(tmp_path, folder).read_text()
     assert "**98.51% ± 0.22** (95% CI) on 600 test tasks after 3 inner steps" in card
     assert "paper (Table 1): 98.7% ± 0.4" in card and "36,000 iterations" in card
+    assert "2x2 max-pooling, not the paper's Omniglot network" in card  # its config predates downsample
     assert "5-way head widened to 20: error 27.2%" in card
     assert card.count("## The card before the queue finished this run") == 1
     assert hand_written.split("\n", 1)[1] in card  # kept whole, its title one level down

@@ -59,3 +59,47 @@ def test_convnet4s_layout_changes_memory_order_not_results():
         ConvNet4(channels_last="nhwc")
     with pytest.raises(ValueError, match=r"channels_last \(--layout\) must be True, False or None"):
         OmniglotConfig(channels_last="nhwc")
+
+
+def test_the_strided_network_is_the_original_codes_omniglot_network():
+    """Section 5.2: "For Omniglot, we used strided convolutions instead of max-pooling": four
+    [3x3 conv of stride 2, batch norm on batch statistics, ReLU], 28 -> 14 -> 7 -> 4 -> 2, then
+    the mean over the last 2x2 (the original's reduce_mean) and the linear head."""
+    torch.manual_seed(0)
+    strided = ConvNet4(n_way=5, downsample="stride").double()
+    assert list(strided.state_dict()) == CONV_NAMES  # the same names and shapes as max-pooling
+    assert [p.shape for p in strided.parameters()] == [p.shape for p in ConvNet4().parameters()]
+    images = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    sizes = []
+    for module in strided.features:
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[-2:])))
+    out = strided(images)
+    assert sizes == [(14, 14), (7, 7), (4, 4), (2, 2)]
+    p = dict(strided.named_parameters())
+    x = images
+    for block in range(4):
+        conv, norm = f"features.{4 * block}", f"features.{4 * block + 1}"
+        x = torch.nn.functional.conv2d(x, p[conv + ".weight"], p[conv + ".bias"], stride=2, padding=1)
+        x = torch.nn.functional.batch_norm(x, None, None, p[norm + ".weight"], p[norm + ".bias"],
+                                           training=True)
+        x = torch.relu(x)
+    by_hand = torch.nn.functional.linear(x.mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
+    assert torch.allclose(out, by_hand, rtol=1e-12, atol=1e-12)
+    nchw = ConvNet4(n_way=5, downsample="stride", channels_last=False).double()
+    nchw.load_state_dict(strided.state_dict())
+    assert torch.allclose(nchw(images), out, rtol=1e-12, atol=1e-12)  # the layout changes nothing here either
+
+
+def test_a_bad_downsample_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"downsample must be one of \('maxpool', 'stride'\), got 'pool'"):
+        ConvNet4(downsample="pool")
+    refused = r"downsample \(--downsample\) must be 'maxpool' or 'stride', got 'pool'"
+    with pytest.raises(ValueError, match=refused):
+        OmniglotConfig(downsample="pool")
+
+
+def test_build_model_follows_the_configs_downsample():
+    from mamlcourse.models import build_model
+    for d in ("maxpool", "stride"):
+        assert build_model(OmniglotConfig(downsample=d)).downsample == d

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:for .*copying from a non-meta pa
 
 CFG = dataclasses.replace(sine_preset("quick"), num_iterations=60, checkpoint_every=20, log_every=10,
                           eval_tasks=50)
-SHIPPED = Path(__file__).resolve().parent.parent / "trained" / "omniglot-5w1s" / "checkpoint.pt"
+SHIPPED = Path(__file__).resolve().parent.parent / "trained" / "omniglot-5w1s-maxpool" / "checkpoint.pt"
 
 
 def fresh_model(cfg=CFG):

@@ -59,7 +59,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST_LESSON = "notebooks/01_few_shot_concepts.ipynb"
-SHIPPED_MODEL = "trained/omniglot-5w1s"
+SHIPPED_MODEL = "trained/omniglot-5w1s-maxpool"
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

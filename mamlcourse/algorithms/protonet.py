@@ -48,7 +48,8 @@ class ProtoNet(nn.Module):
 
 
 def build_protonet(cfg: MetaConfig) -> ProtoNet:
-    """ConvNet4's four conv blocks as the embedding (64 features for 28x28 Omniglot).
+    """ConvNet4's four conv blocks as the embedding, flattened: for 28x28 Omniglot 64 features
+    with max-pooling, 256 (64 x 2 x 2) with strided convolutions (``cfg.downsample``).
 
     Raises:
         ValueError: ``cfg`` is not a classification config.
@@ -56,7 +57,8 @@ def build_protonet(cfg: MetaConfig) -> ProtoNet:
     if not isinstance(cfg, OmniglotConfig):
         raise ValueError(f"Prototypical Networks classify; {cfg.task} is {cfg.loss} regression: "
                          "use them with an OmniglotConfig")
-    convnet = ConvNet4(cfg.n_way, num_filters=cfg.num_filters, image_size=cfg.image_size)
+    convnet = ConvNet4(cfg.n_way, num_filters=cfg.num_filters, image_size=cfg.image_size,
+                       downsample=cfg.downsample)
     return ProtoNet(convnet.features)
 
 

@@ -352,6 +352,17 @@ def run_cost(sizes: Sizes, *, device: torch.device | str = "cpu") -> dict[str, A
 # ---------------------------------------------------------------------------------------
 # Provenance, tables, plots
 
+def cpu_name() -> str:
+    """The CPU's model name (``lscpu``'s "Model name"): the same 2-core machines differ 3-4x in speed."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def provenance(mode: str, command: str, device: torch.device | str) -> dict[str, Any]:
     """Where and how results were made: command, date, machine, versions, git commit."""
     device = torch.device(device)
@@ -360,7 +371,8 @@ def provenance(mode: str, command: str, device: torch.device | str) -> dict[str,
                                 cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores ({cpu_name()}), "
+               f"{torch.get_num_threads()} torch threads")
     if device.type == "cuda":
         machine += f", {torch.cuda.get_device_name(device)}"
     return {"command": command, "mode": mode, "date": datetime.datetime.now(datetime.timezone.utc)

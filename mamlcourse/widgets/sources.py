@@ -2,7 +2,7 @@
 
 ``sine_inits`` gives the three sine initialisations (MAML, pretrained, random);
 ``omniglot_model`` the 5-way 1-shot Omniglot model. Each first looks for the course's
-shipped run (``trained/sine-paper``, ``trained/omniglot-5w1s``); when it is absent, it
+shipped run (``trained/sine-paper``, ``trained/omniglot-5w1s-maxpool``); when it is absent, it
 trains the quick preset instead (a short run), into ``checkpoint_dir`` when given so a
 second run loads it, and says so in its ``origin`` line. Nothing here changes the global
 random state.
@@ -137,7 +137,7 @@ def omniglot_model(*, trained_dir: PathLike | None = None, checkpoint_dir: PathL
     """The 5-way 1-shot Omniglot model: the shipped run, else a quick one trained now.
 
     Args:
-        trained_dir: a run folder with ``checkpoint.pt``, e.g. ``trained/omniglot-5w1s``.
+        trained_dir: a run folder with ``checkpoint.pt``, e.g. ``trained/omniglot-5w1s-maxpool``.
         checkpoint_dir: where a quick run is checkpointed, so the next call loads it.
         cfg: what to train when no shipped run is found (default: the ``"quick"`` preset,
             well above chance but far from the paper's 98.7%).

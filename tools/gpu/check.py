@@ -17,7 +17,7 @@ Parts, each run in its own process with its own time limit, each printing one su
    run resumed without it (equal to float tolerance: the eager and the captured step are the
    same maths in another order, and capturable Adam keeps its step count on the GPU);
    ``--time-limit`` stop and resume; ``eval`` of the run and of the shipped
-   ``trained/omniglot-5w1s`` (its model card: 98.51% ± 0.22), leaving ``trained/`` as shipped.
+   ``trained/omniglot-5w1s-maxpool`` (its model card: 98.51% ± 0.22), leaving ``trained/`` as shipped.
 
 On a CPU ``--cuda-graph`` is refused by design, so the CPU path runs the CLI parts without it
 and says so. The log (every command and its output) and the summary go to ``--log`` (default
@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = ["02_sine_wave_experiment", "03_omniglot_maml", "04_adaptation_explorer", "05_beyond_maml"]
 # Lessons run in full mode on a GPU: those whose full size loads the course's trained models
-# (lesson 2: trained/sine-paper, lesson 3: trained/omniglot-5w1s) and scores them at full size.
+# (lesson 2: trained/sine-paper, lesson 3: trained/omniglot-5w1s-maxpool) and scores them at full size.
 # Lessons 4 and 5 train at full size (minutes to hours) and run in quick mode, on the GPU.
 FULL_MODE = {"02_sine_wave_experiment", "03_omniglot_maml"}
 UNIT_TESTS = ["tests/test_training_state.py", "tests/test_devices.py", "tests/test_train.py",
@@ -48,7 +48,7 @@ UNIT_TESTS = ["tests/test_training_state.py", "tests/test_devices.py", "tests/te
               "tests/test_cli.py::test_a_run_stopped_by_its_time_limit_continues_to_the_same_parameters"]
 QUICK_UNIT_TESTS = ["tests/test_training_state.py",
                     "tests/test_devices.py::test_the_imitation_refuses_mixed_devices_as_cuda_does"]
-SHIPPED = "trained/omniglot-5w1s"
+SHIPPED = "trained/omniglot-5w1s-maxpool"
 SHIPPED_ACCURACY, SHIPPED_CI95 = 0.9851, 0.0022  # MODEL_CARD.md, from its results.json
 
 

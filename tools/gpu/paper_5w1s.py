@@ -14,6 +14,10 @@
    reached, and the projected time of the paper's 60,000 iterations.
 
 Every stage is guarded: a failing variant is recorded with its error and the rest goes on.
+
+The recorded 2026-11-27 run (``docs/gpu/2026-11-27-h200``, ``trained/omniglot-5w1s-maxpool``)
+used max-pooling; since 2026-12-03 the paper-5w1s preset is the paper's strided network, so
+the script now times and trains that one.
 """
 
 from __future__ import annotations

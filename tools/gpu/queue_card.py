@@ -1,6 +1,6 @@
 """A finished run's model card, written from its ``results.json`` alone (every number read from it).
 
-A card that the queue did not write (the hand-written one of the 36,000-iteration
+A card that the queue did not write (the hand-written one of the 36,000-iteration max-pool
 paper-5w1s run) is kept below the new one, under its own heading: nothing is lost.
 """
 
@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 
 MARK = "<!-- written by tools/gpu/queue_card.py from results.json -->"
+# ConvNet4's two networks (``OmniglotConfig.downsample``; a config written before it: max-pooling).
+NETWORKS = {"stride": "stride-2 convolutions, the paper's Omniglot network (Section 5.2)",
+            "maxpool": "2x2 max-pooling, not the paper's Omniglot network"}
 
 
 def chunk_settings(ledger: dict, job: str) -> str | None:
@@ -38,7 +41,7 @@ def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.
          f"in `{ledger}`), then `python -m mamlcourse eval omniglot --checkpoint "
          f"{folder} --tasks {ev['num_tasks']}{lake_eval}`"),
         ("Config", f"{cfg['n_way']}-way {cfg['k_shot']}-shot, ConvNet4 ({cfg['num_filters']} filters, batch norm "
-         f"on batch statistics), {cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
+         f"on batch statistics, {NETWORKS[cfg.get('downsample', 'maxpool')]}), {cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
          f"cross-entropy, {'first' if cfg['first_order'] else 'second'} order, Adam β = {cfg['outer_lr']}, "
          f"{cfg['tasks_per_batch']} tasks per batch, {cfg['k_query']} query image(s) per class in training, "
          f"seed {cfg['seed']}, split `{cfg['split']}`, rotations {cfg['rotations']}"),

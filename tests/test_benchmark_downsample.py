@@ -1,0 +1,63 @@
+"""benchmarks/downsample.py: both networks timed side by side and trained alike, into one results file.
+
+Tiny sizes only (one timed iteration, two training iterations, a few test tasks): the figures
+are the script's job; what is tested is that each part measures both networks, from the same
+seed, and that a second part adds to the file rather than replacing it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import omniglot_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("downsample", ROOT / "benchmarks" / "downsample.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+downsample = _load_benchmark()
+
+
+def test_speed_then_train_measure_both_networks_into_one_file(tmp_path):
+    out = tmp_path / "downsample.json"
+    assert downsample.main(["--only", "speed", "--presets", "quick", "--speed-iterations", "1",
+                            "--out", str(out)]) == 0
+    speed = json.loads(out.read_text())["speed"]["quick"]
+    ms = speed["ms_per_iteration"]
+    assert set(ms) == {"maxpool", "stride"} and min(ms.values()) > 0
+    assert speed["maxpool_over_stride"] == pytest.approx(ms["maxpool"] / ms["stride"], rel=0.01)
+
+    data = omniglot_root(("images_background", "images_evaluation"))
+    assert downsample.main(["--only", "train", "--preset", "quick", "--iterations", "2", "--tasks", "4",
+                            "--data", str(data), "--checkpoints", str(tmp_path / "runs"), "--out", str(out),
+                            "--no-progress"]) == 0
+    results = json.loads(out.read_text())
+    assert results["speed"]["quick"] == speed  # the train part adds to the file
+    runs = results["train"]["quick@2"]
+    assert set(runs) == {"maxpool", "stride"}
+    for name, run in runs.items():
+        assert run["iterations"] == 2 and run["num_tasks"] == 4 and 0 <= run["accuracy"] <= 1
+        saved = json.loads((tmp_path / "runs" / f"quick-{name}" / "results.json").read_text())
+        assert saved["config"]["downsample"] == name and saved["config"]["seed"] == 0
+    assert set(results["provenance"]) == {"speed", "train quick@2"}  # each part says how it was measured
+    assert "--speed-iterations" in results["provenance"]["speed"]["command"]
+    assert "CPU cores (" in results["provenance"]["train quick@2"]["machine"]  # the CPU's model name
+
+
+def test_an_unknown_part_or_network_is_refused_naming_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"--only: unknown part\(s\) \['nope'\]; choose from \('speed', 'train'\)"):
+        downsample.main(["--only", "nope", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(ValueError, match=r"--networks: choose from \('maxpool', 'stride'\), got 'pool'"):
+        downsample.main(["--networks", "pool", "--out", str(tmp_path / "x.json")])
