@@ -22,7 +22,8 @@ we used strided convolutions instead of max-pooling". ``OmniglotConfig.downsampl
   (for instance for as long as the other took).
 
 Results go to ``results/downsample_<device>.json`` (``--out``), written after each part, with
-the provenance of the call that measured each part (``provenance["speed"]``, ``["train PRESET"]``). Omniglot reads ``--data`` (default ``$MAMLCOURSE_DATA``).
+the provenance of the call that measured each part (``provenance["speed"]``,
+``provenance["train KEY"]``). Omniglot reads ``--data`` (default ``$MAMLCOURSE_DATA``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from mamlcourse.experiments.omniglot import train_omniglot
 from mamlcourse.experiments.results_json import write_json
 from mamlcourse.maml import get_params, meta_loss
 from mamlcourse.models import DOWNSAMPLES, build_model
-from mamlcourse.tasks import TaskBatch
+from mamlcourse.tasks import random_image_tasks, seeded_generator
 from mamlcourse.train import eager_step
 from mamlcourse.training_state import TrainingState
 
@@ -53,23 +54,12 @@ PARTS = ("speed", "train")
 TABLE1 = ("paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s")
 
 
-def random_tasks(cfg, device: torch.device, generator: torch.Generator) -> TaskBatch:
-    """A meta-batch with the preset's shapes: x [tasks, n_way * k, 1, S, S], labels 0..n_way-1."""
-    def part(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.rand(cfg.tasks_per_batch, cfg.n_way * k, 1, cfg.image_size, cfg.image_size,
-                       generator=generator)
-        y = torch.arange(cfg.n_way).repeat_interleave(k).expand(cfg.tasks_per_batch, -1).contiguous()
-        return x.to(device), y.to(device)
-
-    return TaskBatch(*part(cfg.k_shot), *part(cfg.k_query))
-
-
 def time_presets(presets: list[str], device: torch.device, iterations: int) -> dict:
     """Median ms per meta-iteration of each preset with each network, the two alternating."""
     out = {}
     for preset in presets:
         steps, times = {}, {d: [] for d in DOWNSAMPLES}
-        batch = random_tasks(omniglot_preset(preset), device, torch.Generator().manual_seed(0))
+        batch = random_image_tasks(omniglot_preset(preset), seeded_generator(0)).to(device)
         for d in DOWNSAMPLES:
             cfg = dataclasses.replace(omniglot_preset(preset), downsample=d)
             torch.manual_seed(cfg.seed)

@@ -54,7 +54,7 @@ from mamlcourse.config import MetaConfig, OmniglotConfig, omniglot_preset, resol
 from mamlcourse.data.sine import SineTasks
 from mamlcourse.maml import default_vectorize, get_params, meta_loss
 from mamlcourse.models import build_model
-from mamlcourse.tasks import TaskBatch, seeded_generator
+from mamlcourse.tasks import TaskBatch, random_image_tasks, seeded_generator
 
 PEERS = ("learn2learn", "higher", "torchopt")
 SEED = 0
@@ -111,20 +111,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         "paper-20w1s", _second_order(omniglot_preset("paper-20w1s")), "omniglot", iterations=10, warmup=2,
         description="ConvNet4, paper-20w1s preset (16 tasks, 1 query per class, 5 steps), Omniglot"),
 }
-
-
-def random_image_tasks(cfg: OmniglotConfig, generator: torch.Generator) -> TaskBatch:
-    """Episodes of random images with Omniglot's shapes: what the conv net costs, without data.
-
-    Shapes: x_support [T, n_way * k_shot, 1, S, S], x_query [T, n_way * k_query, 1, S, S];
-    labels 0..n_way-1, grouped by class.
-    """
-    T, n, s = cfg.tasks_per_batch, cfg.n_way, cfg.image_size
-    x_support = torch.rand(T, n * cfg.k_shot, 1, s, s, generator=generator)
-    x_query = torch.rand(T, n * cfg.k_query, 1, s, s, generator=generator)
-    y_support = torch.arange(n).repeat_interleave(cfg.k_shot).expand(T, -1).contiguous()
-    y_query = torch.arange(n).repeat_interleave(cfg.k_query).expand(T, -1).contiguous()
-    return TaskBatch(x_support, y_support, x_query, y_query)
 
 
 def omniglot_tasks(cfg: OmniglotConfig, generator: torch.Generator, root: str | None = None) -> TaskBatch:

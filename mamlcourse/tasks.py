@@ -127,6 +127,23 @@ EVAL_SEED = 2017_0309      # the test tasks every run is scored on
 VALIDATION_SEED = 2017_0310  # tasks used to choose settings (never the test tasks)
 
 
+def random_image_tasks(cfg, generator: torch.Generator) -> TaskBatch:
+    """A meta-batch of random images with the shapes of ``cfg`` (an ``OmniglotConfig``).
+
+    What the conv net costs, without data: the same kernels on the same sizes take the same
+    time as real episodes, so the speed benchmarks and the GPU probe time ConvNet4 on these.
+
+    Shapes: x_support [T, n_way * k_shot, 1, S, S], x_query [T, n_way * k_query, 1, S, S];
+    labels 0..n_way-1, grouped by class (T = ``cfg.tasks_per_batch``, S = ``cfg.image_size``).
+    """
+    T, n, s = cfg.tasks_per_batch, cfg.n_way, cfg.image_size
+    x_support = torch.rand(T, n * cfg.k_shot, 1, s, s, generator=generator)
+    x_query = torch.rand(T, n * cfg.k_query, 1, s, s, generator=generator)
+    y_support = torch.arange(n).repeat_interleave(cfg.k_shot).expand(T, -1).contiguous()
+    y_query = torch.arange(n).repeat_interleave(cfg.k_query).expand(T, -1).contiguous()
+    return TaskBatch(x_support, y_support, x_query, y_query)
+
+
 def fixed_tasks(sampler: TaskSampler, num_tasks: int, *, seed: int = EVAL_SEED, **kwargs) -> TaskBatch:
     """The same ``num_tasks`` episodes every time: a seeded draw from ``sampler``.
 

@@ -45,7 +45,7 @@ from mamlcourse.config import omniglot_preset, replace, resolve_device  # noqa: 
 from mamlcourse.cuda_graph import GraphedMetaStep  # noqa: E402
 from mamlcourse.maml import get_params, meta_loss  # noqa: E402
 from mamlcourse.models import build_model  # noqa: E402
-from mamlcourse.tasks import TaskBatch  # noqa: E402
+from mamlcourse.tasks import random_image_tasks  # noqa: E402
 from mamlcourse.train import eager_step  # noqa: E402
 from mamlcourse.training_state import TrainingState  # noqa: E402
 
@@ -66,17 +66,6 @@ def variant_name(v: dict) -> str:
     return v["vectorize"] + ("+tf32" if v["tf32"] else "") + ("+nhwc" if v.get("nhwc") else "")
 
 
-def random_tasks(cfg, device: torch.device, generator: torch.Generator) -> TaskBatch:
-    """A meta-batch with the preset's shapes: x [tasks, n_way * k, 1, S, S], labels 0..n_way-1."""
-    def part(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.rand(cfg.tasks_per_batch, cfg.n_way * k, 1, cfg.image_size, cfg.image_size,
-                       generator=generator)
-        y = torch.arange(cfg.n_way).repeat_interleave(k).expand(cfg.tasks_per_batch, -1).contiguous()
-        return x.to(device), y.to(device)
-
-    return TaskBatch(*part(cfg.k_shot), *part(cfg.k_query))
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -93,7 +82,7 @@ def time_variant(cfg, v: dict, device: torch.device, seconds: float, most: int =
     state = TrainingState.create(build_model(cfg), cfg, device=device, capturable=graphed)  # as meta_train
     params = get_params(state.model)
     generator = torch.Generator().manual_seed(0)
-    batches = [random_tasks(cfg, device, generator) for _ in range(4)]
+    batches = [random_image_tasks(cfg, generator).to(device) for _ in range(4)]
     tic = time.perf_counter()
     if graphed:
         step = GraphedMetaStep(state.model, params, state.optimizer, meta_loss, cfg, batches[0])
