@@ -39,19 +39,18 @@ from pathlib import Path
 
 import torch
 
-from mamlcourse.config import omniglot_preset, resolve_device
+from mamlcourse.config import DOWNSAMPLES, omniglot_preset, resolve_device
 from mamlcourse.experiments.compare import load_results, provenance
-from mamlcourse.experiments.omniglot import train_omniglot
+from mamlcourse.experiments.omniglot import PAPER_TABLE1, train_omniglot
 from mamlcourse.experiments.results_json import write_json
 from mamlcourse.maml import get_params, meta_loss
-from mamlcourse.models import DOWNSAMPLES, build_model
+from mamlcourse.models import build_model
 from mamlcourse.tasks import random_image_tasks, seeded_generator
 from mamlcourse.train import eager_step
 from mamlcourse.training_state import TrainingState
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("speed", "train")
-TABLE1 = ("paper-5w1s", "paper-20w1s", "paper-5w5s", "paper-20w5s")
 
 
 def time_presets(presets: list[str], device: torch.device, iterations: int) -> dict:
@@ -101,7 +100,7 @@ def train_both(preset: str, iterations: int | None, tasks: int | None, device: t
                   "ms_per_iteration": round(result["ms_per_iteration"], 2),
                   "accuracy": ev["accuracy"], "ci95": ev["ci95"], "inner_steps": ev["inner_steps"],
                   "num_tasks": ev["num_tasks"], "accuracy_by_step": ev["accuracy_by_step"],
-                  "ci95_by_step": ev["ci95_by_step"], "validation": result.get("validation")}
+                  "ci95_by_step": ev["ci95_by_step"]}
         print(f"{preset} {d:8s} {result['iterations']} iterations, "
               f"{result['ms_per_iteration']:.1f} ms/iteration: "
               f"{100 * ev['accuracy']:.2f}% ± {100 * ev['ci95']:.2f} after {ev['inner_steps']} steps "
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--presets", default=",".join(TABLE1), help="speed: comma-separated presets")
+    parser.add_argument("--presets", default=",".join(PAPER_TABLE1), help="speed: comma-separated presets")
     parser.add_argument("--speed-iterations", type=int, default=5, help="speed: timed iterations of each")
     parser.add_argument("--preset", default="quick-5w1s", help="train: the preset (default quick-5w1s)")
     parser.add_argument("--iterations", type=int, help="train: iterations (default: the preset's)")

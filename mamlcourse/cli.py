@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointMismatch
-from .config import get_preset, replace, resolve_device
+from .config import DOWNSAMPLES, get_preset, replace, resolve_device
 from .train import StoppedAtTimeLimit, TrainingDiverged
 
 EXIT_BAD_INPUT = 2
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--k-shot", type=int, dest="k_shot")
     train.add_argument("--k-query", type=int, dest="k_query")
     train.add_argument("--n-way", type=int, dest="n_way", help="omniglot only")
-    train.add_argument("--downsample", choices=["maxpool", "stride"], dest="downsample",
+    train.add_argument("--downsample", choices=DOWNSAMPLES, dest="downsample",
                        help="omniglot: halve the images by 2x2 max-pooling or by stride-2 convolutions "
                        "(default: the preset's)")
     train.add_argument("--first-order", action="store_true", default=None, dest="first_order")

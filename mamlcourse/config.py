@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 MODES = ("quick", "full")
+DOWNSAMPLES = ("maxpool", "stride")  # how ConvNet4 halves its images (OmniglotConfig.downsample)
 RUN, CALL = "run", "call"
 
 
@@ -290,7 +291,7 @@ class OmniglotConfig(MetaConfig):
             _check_count(name, getattr(self, name), minimum=0)
         if self.n_way < 2:
             raise ValueError(f"{option_name('n_way')} must be >= 2 for classification, got {self.n_way}")
-        if self.downsample not in ("maxpool", "stride"):
+        if self.downsample not in DOWNSAMPLES:
             raise ValueError(f"{option_name('downsample')} must be 'maxpool' or 'stride', "
                              f"got {self.downsample!r}")
         if self.split not in ("paper", "lake"):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import MetaConfig, OmniglotConfig, SineConfig
+from .config import DOWNSAMPLES, MetaConfig, OmniglotConfig, SineConfig
 
 
 class SineMLP(nn.Module):
@@ -103,9 +103,6 @@ def channels_last(x: Tensor) -> Tensor:
     # clone rather than contiguous: with one channel, x is already "contiguous" as NHWC and
     # would keep the stride that makes the convolution choose NCHW.
     return x.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
-
-
-DOWNSAMPLES = ("maxpool", "stride")  # how ConvNet4 halves its images: see ConvNet4
 
 
 class ConvNet4(nn.Module):

@@ -41,7 +41,8 @@ def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.
          f"in `{ledger}`), then `python -m mamlcourse eval omniglot --checkpoint "
          f"{folder} --tasks {ev['num_tasks']}{lake_eval}`"),
         ("Config", f"{cfg['n_way']}-way {cfg['k_shot']}-shot, ConvNet4 ({cfg['num_filters']} filters, batch norm "
-         f"on batch statistics, {NETWORKS[cfg.get('downsample', 'maxpool')]}), {cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
+         f"on batch statistics, {NETWORKS[cfg.get('downsample', 'maxpool')]}), "
+         f"{cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
          f"cross-entropy, {'first' if cfg['first_order'] else 'second'} order, Adam β = {cfg['outer_lr']}, "
          f"{cfg['tasks_per_batch']} tasks per batch, {cfg['k_query']} query image(s) per class in training, "
          f"seed {cfg['seed']}, split `{cfg['split']}`, rotations {cfg['rotations']}"),
