@@ -124,6 +124,10 @@ class ConvNet4(nn.Module):
 
     Both keep the same parameter names and shapes (a stride block holds an ``nn.Identity``
     where the pool was), so code that walks ``features`` four modules a block works on both.
+    Batch norm has a scale and an offset, which the inner loop adapts like every other
+    parameter, and the weights start from PyTorch's default initialisation; the original
+    code's batch norm has no scale and an offset the inner loop leaves alone, and it starts
+    from other weights (README, "Choices that differ from, or pin down, the paper").
 
     ``channels_last`` is how the images are stored in memory, not what is computed: True
     stores them channels-last (NHWC, see ``channels_last``) before the first convolution, so
