@@ -19,7 +19,11 @@ we used strided convolutions instead of max-pooling". ``OmniglotConfig.downsampl
   ``--checkpoints`` keeps the runs: stopped, the same command continues them, and a larger
   ``--iterations`` continues them further. Results are keyed by the preset, plus
   ``@ITERATIONS`` when ``--iterations`` is given; ``--networks stride`` trains one network only
-  (for instance for as long as the other took).
+  (for instance for as long as the other took). A network is ``maxpool`` or ``stride``, with
+  PyTorch's conventions for the details the paper leaves open, or ``stride+original`` (and
+  ``maxpool+original``) with the original code's (``OmniglotConfig.conventions``: batch norm
+  without scale whose offsets the inner loop leaves alone, the original's initialisation and
+  padding).
 
 Results go to ``results/downsample_<device>.json`` (``--out``), written after each part, with
 the provenance of the call that measured each part (``provenance["speed"]``,
@@ -39,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from mamlcourse.config import DOWNSAMPLES, omniglot_preset, resolve_device
+from mamlcourse.config import CONVENTIONS, DOWNSAMPLES, omniglot_preset, resolve_device
 from mamlcourse.experiments.compare import load_results, provenance
 from mamlcourse.experiments.omniglot import PAPER_TABLE1, train_omniglot
 from mamlcourse.experiments.results_json import write_json
@@ -51,6 +55,14 @@ from mamlcourse.training_state import TrainingState
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("speed", "train")
+# What --networks accepts: a downsampling, and "+original" for the original code's conventions.
+NETWORKS = DOWNSAMPLES + tuple(f"{d}+{c}" for d in DOWNSAMPLES for c in CONVENTIONS if c != "pytorch")
+
+
+def network_settings(network: str) -> dict[str, str]:
+    """``"stride+original"`` -> ``{"downsample": "stride", "conventions": "original"}``."""
+    downsample, _, conventions = network.partition("+")
+    return {"downsample": downsample, "conventions": conventions or "pytorch"}
 
 
 def time_presets(presets: list[str], device: torch.device, iterations: int) -> dict:
@@ -88,7 +100,7 @@ def train_both(preset: str, iterations: int | None, tasks: int | None, device: t
     """Train ``preset`` with each of ``networks`` from the same seed, score the same test tasks."""
     out = {}
     for d in networks:
-        cfg = dataclasses.replace(omniglot_preset(preset), downsample=d)
+        cfg = dataclasses.replace(omniglot_preset(preset), **network_settings(d))
         if iterations is not None:
             cfg = dataclasses.replace(cfg, num_iterations=iterations)
         if tasks is not None:
@@ -101,7 +113,7 @@ def train_both(preset: str, iterations: int | None, tasks: int | None, device: t
                   "accuracy": ev["accuracy"], "ci95": ev["ci95"], "inner_steps": ev["inner_steps"],
                   "num_tasks": ev["num_tasks"], "accuracy_by_step": ev["accuracy_by_step"],
                   "ci95_by_step": ev["ci95_by_step"]}
-        print(f"{preset} {d:8s} {result['iterations']} iterations, "
+        print(f"{preset} {d:15s} {result['iterations']} iterations, "
               f"{result['ms_per_iteration']:.1f} ms/iteration: "
               f"{100 * ev['accuracy']:.2f}% ± {100 * ev['ci95']:.2f} after {ev['inner_steps']} steps "
               f"on {ev['num_tasks']} test tasks", flush=True)
@@ -118,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, help="train: iterations (default: the preset's)")
     parser.add_argument("--tasks", type=int, help="train: test tasks (default: the preset's)")
     parser.add_argument("--networks", default=",".join(DOWNSAMPLES),
-                        help="train: comma-separated networks (default: both)")
+                        help=f"train: comma-separated networks of {NETWORKS} (default: maxpool,stride)")
     parser.add_argument("--checkpoints", type=Path,
                         help="train: keep the runs here (default: a temporary folder)")
     parser.add_argument("--data", help="Omniglot folder (default $MAMLCOURSE_DATA)")
@@ -130,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise ValueError(f"--only: unknown part(s) {unknown}; choose from {PARTS}")
     networks = tuple(n for n in args.networks.split(",") if n)
-    if not networks or set(networks) - set(DOWNSAMPLES):
-        raise ValueError(f"--networks: choose from {DOWNSAMPLES}, got {args.networks!r}")
+    if not networks or set(networks) - set(NETWORKS):
+        raise ValueError(f"--networks: choose from {NETWORKS}, got {args.networks!r}")
     if args.speed_iterations < 1:
         raise ValueError(f"--speed-iterations must be >= 1, got {args.speed_iterations}")
     device = resolve_device(args.device)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointMismatch
-from .config import DOWNSAMPLES, get_preset, replace, resolve_device
+from .config import CONVENTIONS, DOWNSAMPLES, get_preset, replace, resolve_device
 from .train import StoppedAtTimeLimit, TrainingDiverged
 
 EXIT_BAD_INPUT = 2
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--downsample", choices=DOWNSAMPLES, dest="downsample",
                        help="omniglot: halve the images by 2x2 max-pooling or by stride-2 convolutions "
                        "(default: the preset's)")
+    train.add_argument("--conventions", choices=CONVENTIONS, dest="conventions",
+                       help="omniglot: the network's details the paper leaves open, settled as PyTorch "
+                       "does or as the original code did (default: the preset's)")
     train.add_argument("--first-order", action="store_true", default=None, dest="first_order")
     train.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     train.add_argument("--tasks", type=int, dest="eval_tasks", help="test tasks scored at the end")
@@ -97,7 +100,8 @@ def _config_from_args(args: argparse.Namespace):
     cfg = get_preset(args.task, preset)
     fields = {f.name for f in dataclasses.fields(cfg)} - {"preset", "vectorize", "channels_last"}
     changes = {name: value for name, value in vars(args).items() if name in fields}
-    for option, given in (("--n-way", args.n_way), ("--downsample", args.downsample)):
+    for option, given in (("--n-way", args.n_way), ("--downsample", args.downsample),
+                          ("--conventions", args.conventions)):
         if args.task == "sine" and given is not None:
             raise ValueError(f"{option} applies to omniglot only")
     if args.task == "sine" and (args.data is not None or args.cuda_graph or args.layout != "auto"):

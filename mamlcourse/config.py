@@ -36,6 +36,7 @@ import torch
 
 MODES = ("quick", "full")
 DOWNSAMPLES = ("maxpool", "stride")  # how ConvNet4 halves its images (OmniglotConfig.downsample)
+CONVENTIONS = ("pytorch", "original")  # who settles ConvNet4's details the paper leaves open
 RUN, CALL = "run", "call"
 
 
@@ -250,6 +251,10 @@ class OmniglotConfig(MetaConfig):
             convolution, then 2x2 max-pooling: the network as Section 5.2 first describes
             it) or ``"stride"`` (stride-2 convolutions: "For Omniglot, we used strided
             convolutions instead of max-pooling", Section 5.2). See ``models.ConvNet4``.
+        conventions: the network's details the paper leaves open: ``"pytorch"`` (batch norm
+            with scale and offset, both adapted; PyTorch's initialisation) or ``"original"``
+            (the original code's: batch norm with an offset only, meta-learned but not
+            adapted; its initialisation; TensorFlow's padding). See ``models.ConvNet4``.
         image_size: images are resized to ``image_size`` x ``image_size``.
         split: ``"paper"`` (1200 training characters, the rest for testing) or
             ``"lake"`` (background alphabets for training, evaluation alphabets for testing).
@@ -269,6 +274,7 @@ class OmniglotConfig(MetaConfig):
     n_way: int = run_field(5, option="--n-way")
     num_filters: int = run_field(64)
     downsample: str = run_field("maxpool", option="--downsample")
+    conventions: str = run_field("pytorch", option="--conventions")
     image_size: int = run_field(28)
     split: str = run_field("paper")
     rotations: bool = run_field(True)
@@ -294,6 +300,9 @@ class OmniglotConfig(MetaConfig):
         if self.downsample not in DOWNSAMPLES:
             raise ValueError(f"{option_name('downsample')} must be 'maxpool' or 'stride', "
                              f"got {self.downsample!r}")
+        if self.conventions not in CONVENTIONS:
+            raise ValueError(f"{option_name('conventions')} must be 'pytorch' or 'original', "
+                             f"got {self.conventions!r}")
         if self.split not in ("paper", "lake"):
             raise ValueError(f"split must be 'paper' or 'lake', got {self.split!r}")
 

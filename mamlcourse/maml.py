@@ -92,6 +92,8 @@ def inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_support: T
     default) the result stays differentiable with respect to ``params`` through the
     inner gradients (second-order MAML); with ``first_order=True`` each inner gradient is
     computed on detached parameters, so it is a constant to the outer gradient.
+    Parameters the model names in ``not_adapted`` (the original code's batch-norm offsets,
+    ``ConvNet4(conventions="original")``) stay as they are: no step, no gradient taken.
 
     Args:
         model: the network; only its structure is used, never its own parameters.
@@ -120,25 +122,31 @@ def inner_loop(model: nn.Module, params: Params, x_support: Tensor, y_support: T
     if grad_with not in ("func", "autograd"):
         raise ValueError(f"grad_with must be 'func' or 'autograd', got {grad_with!r}")
 
+    fixed_names = getattr(model, "not_adapted", frozenset())
+    fixed = {name: p for name, p in params.items() if name in fixed_names}
+    # First order: the inner gradients are constants, so they see the fixed parameters detached too.
+    fixed_inside = detach_params(fixed) if first_order else fixed
+
     def support_loss(p: Params) -> Tensor:
-        return loss_fn(functional_call(model, p, (x_support,)), y_support)
+        return loss_fn(functional_call(model, {**p, **fixed_inside}, (x_support,)), y_support)
 
     def autograd_grad(p: Params) -> Params:
         values = torch.autograd.grad(support_loss(p), list(p.values()), create_graph=not first_order)
         return dict(zip(p, values))
 
     path = [params]
+    adapted = {name: p for name, p in params.items() if name not in fixed}
     for step in range(num_inner_steps):
         if grad_with == "func":
-            source = detach_params(params) if first_order else params
+            source = detach_params(adapted) if first_order else adapted
             grads = grad(support_loss)(source)
         else:
-            source = {k: v.detach().requires_grad_() for k, v in params.items()} if first_order else params
+            source = {k: v.detach().requires_grad_() for k, v in adapted.items()} if first_order else adapted
             grads = autograd_grad(source)
         # θ' = θ - α ∇L_support(θ)
-        params = {name: p - _lr(inner_lr, step, name) * grads[name] for name, p in params.items()}
-        path.append(params)
-    return path if trajectory else params
+        adapted = {name: p - _lr(inner_lr, step, name) * grads[name] for name, p in adapted.items()}
+        path.append({name: adapted.get(name, p) for name, p in params.items()} if fixed else adapted)
+    return path if trajectory else path[-1]
 
 
 def adaptation_trajectory(model: nn.Module, params: Params, x_support: Tensor, y_support: Tensor,

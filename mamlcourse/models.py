@@ -4,6 +4,9 @@ Both are plain ``nn.Module``s. MAML never touches their attributes: it reads
 ``dict(model.named_parameters())`` once and calls the model with other parameters
 through ``torch.func.functional_call`` (see ``maml.py``).
 
+A network may also name parameters that the inner loop leaves as they are
+(``not_adapted``, a set of names; none by default): they are meta-learned only.
+
 Each network also says how it splits into a body and a head, for the algorithms that
 adapt only the head (ANIL): ``body(x)`` gives the features [n, d] the head sees,
 ``head`` is the last linear layer, and ``head_prefix`` is how the head's parameter
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DOWNSAMPLES, MetaConfig, OmniglotConfig, SineConfig
+from .config import CONVENTIONS, DOWNSAMPLES, MetaConfig, OmniglotConfig, SineConfig
 
 
 class SineMLP(nn.Module):
@@ -76,21 +79,44 @@ class BatchStatNorm(nn.Module):
     The affine part is applied by hand after a plain normalisation: under
     ``torch.func.vmap``, ``F.batch_norm(..., weight, bias)`` gives wrong second-order
     gradients (``tests/test_maml.py``, ``test_the_trap_is_real_for_fused_affine_batch_norm``).
+    ``scale=False`` keeps the offset (``bias``) and drops the scale (``weight`` is None), as
+    TensorFlow's ``tf.contrib.layers.batch_norm`` does by default, which the original code used.
 
     Shapes: x [n, C, H, W] -> [n, C, H, W].
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5):
+    def __init__(self, num_features: int, eps: float = 1e-5, scale: bool = True):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features))
+        self.weight = nn.Parameter(torch.ones(num_features)) if scale else None
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.batch_norm(x, None, None, training=True, eps=self.eps)
         shape = (1, -1) + (1,) * (x.dim() - 2)
+        if self.weight is None:
+            return x + self.bias.view(shape)
         # bias + x * weight in one pass over x
         return torch.addcmul(self.bias.view(shape), x, self.weight.view(shape))
+
+
+class SameConv2d(nn.Conv2d):
+    """A convolution with TensorFlow's "SAME" padding: ceil(size / stride) outputs, and where
+    the padding is odd the extra row and column go after (bottom, right), not before.
+
+    For a 3x3 stride-2 convolution of an even-sized map that is 0 rows before and 1 after,
+    where ``nn.Conv2d(padding=1)`` puts 1 on each side: the same output size, its grid shifted
+    by one pixel. Built with ``padding=0``; the padding is added in ``forward``.
+
+    Shapes: x [n, C_in, H, W] -> [n, C_out, ceil(H / stride), ceil(W / stride)].
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads = []
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]  # F.pad's order: (left, right, top, bottom)
+        return super().forward(F.pad(x, pads))
 
 
 def channels_last(x: Tensor) -> Tensor:
@@ -124,10 +150,19 @@ class ConvNet4(nn.Module):
 
     Both keep the same parameter names and shapes (a stride block holds an ``nn.Identity``
     where the pool was), so code that walks ``features`` four modules a block works on both.
-    Batch norm has a scale and an offset, which the inner loop adapts like every other
-    parameter, and the weights start from PyTorch's default initialisation; the original
-    code's batch norm has no scale and an offset the inner loop leaves alone, and it starts
-    from other weights (README, "Choices that differ from, or pin down, the paper").
+
+    ``conventions`` settles the details the paper leaves open (README, "Choices that differ
+    from, or pin down, the paper"):
+
+    - ``"pytorch"`` (the default): batch norm with a scale and an offset (ε = 1e-5), which
+      the inner loop adapts like every other parameter; PyTorch's default initialisation;
+      one pixel of padding on each side.
+    - ``"original"``: the original code's (``maml.py``, ``utils.py``). Batch norm as
+      ``tf.contrib.layers.batch_norm``'s defaults: an offset, no scale, ε = 1e-3, and the
+      offsets are ``not_adapted``: meta-learned, left alone by the inner loop (they are not
+      among the original's fast weights). Glorot-uniform convolution weights, zero biases, a
+      head drawn from N(0, 1). The strided convolutions pad as TensorFlow's "SAME"
+      (``SameConv2d``); with max-pooling the padding is the same either way.
 
     ``channels_last`` is how the images are stored in memory, not what is computed: True
     stores them channels-last (NHWC, see ``channels_last``) before the first convolution, so
@@ -143,25 +178,35 @@ class ConvNet4(nn.Module):
 
     def __init__(self, n_way: int = 5, in_channels: int = 1, num_filters: int = 64,
                  image_size: int = 28, channels_last: bool | None = None,
-                 downsample: str = "maxpool"):
+                 downsample: str = "maxpool", conventions: str = "pytorch"):
         super().__init__()
         if channels_last not in (None, True, False):
             raise ValueError(f"channels_last must be True, False or None, got {channels_last!r}")
         if downsample not in DOWNSAMPLES:
             raise ValueError(f"downsample must be one of {DOWNSAMPLES}, got {downsample!r}")
+        if conventions not in CONVENTIONS:
+            raise ValueError(f"conventions must be one of {CONVENTIONS}, got {conventions!r}")
         self.channels_last = channels_last
         self.downsample = downsample
+        self.conventions = conventions
+        original = conventions == "original"
         stride = downsample == "stride"
+
+        def norm() -> BatchStatNorm:
+            if original:  # tf.contrib.layers.batch_norm's defaults
+                return BatchStatNorm(num_filters, eps=1e-3, scale=False)
+            return BatchStatNorm(num_filters)
+
         blocks = []
         channels, size = in_channels, image_size
         for _ in range(4):
             if stride:
-                blocks += [nn.Conv2d(channels, num_filters, 3, stride=2, padding=1),
-                           BatchStatNorm(num_filters), nn.Identity(), nn.ReLU()]
+                conv = (SameConv2d(channels, num_filters, 3, stride=2) if original
+                        else nn.Conv2d(channels, num_filters, 3, stride=2, padding=1))
+                blocks += [conv, norm(), nn.Identity(), nn.ReLU()]
                 size = (size + 1) // 2
             else:
-                blocks += [nn.Conv2d(channels, num_filters, 3, padding=1), BatchStatNorm(num_filters),
-                           nn.MaxPool2d(2), nn.ReLU()]
+                blocks += [nn.Conv2d(channels, num_filters, 3, padding=1), norm(), nn.MaxPool2d(2), nn.ReLU()]
                 size = size // 2
             channels = num_filters
         if size < 1:
@@ -169,6 +214,21 @@ class ConvNet4(nn.Module):
         self.features = nn.Sequential(*blocks)
         # The strided network averages its last feature map (the original code's reduce_mean).
         self.head = nn.Linear(num_filters if stride else num_filters * size * size, n_way)
+        # The original's batch-norm offsets are not among its fast weights (inner loop: maml.inner_loop).
+        offsets = (f"features.{4 * b + 1}.bias" for b in range(4))
+        self.not_adapted = frozenset(offsets) if original else frozenset()
+        if original:
+            self._original_initialisation()
+
+    def _original_initialisation(self) -> None:
+        """The original code's: Glorot-uniform convolutions, zero biases, the head's weights N(0, 1)."""
+        with torch.no_grad():
+            for module in self.features:
+                if isinstance(module, nn.Conv2d):
+                    nn.init.xavier_uniform_(module.weight)
+                    nn.init.zeros_(module.bias)
+            nn.init.normal_(self.head.weight, std=1.0)
+            nn.init.zeros_(self.head.bias)
 
     def body(self, x: Tensor) -> Tensor:
         """The four blocks, flattened (maxpool) or averaged over space (stride):
@@ -189,7 +249,8 @@ def build_model(cfg: MetaConfig) -> nn.Module:
         return SineMLP(cfg.hidden_sizes)
     if isinstance(cfg, OmniglotConfig):
         return ConvNet4(cfg.n_way, num_filters=cfg.num_filters, image_size=cfg.image_size,
-                        channels_last=cfg.channels_last, downsample=cfg.downsample)
+                        channels_last=cfg.channels_last, downsample=cfg.downsample,
+                        conventions=cfg.conventions)
     raise TypeError(f"no model for config type {type(cfg).__name__}")
 
 

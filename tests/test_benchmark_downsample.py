@@ -59,5 +59,21 @@ def test_speed_then_train_measure_both_networks_into_one_file(tmp_path):
 def test_an_unknown_part_or_network_is_refused_naming_the_choices(tmp_path):
     with pytest.raises(ValueError, match=r"--only: unknown part\(s\) \['nope'\]; choose from \('speed', 'train'\)"):
         downsample.main(["--only", "nope", "--out", str(tmp_path / "x.json")])
-    with pytest.raises(ValueError, match=r"--networks: choose from \('maxpool', 'stride'\), got 'pool'"):
+    choices = r"\('maxpool', 'stride', 'maxpool\+original', 'stride\+original'\)"
+    with pytest.raises(ValueError, match=rf"--networks: choose from {choices}, got 'pool'"):
         downsample.main(["--networks", "pool", "--out", str(tmp_path / "x.json")])
+
+
+def test_a_network_with_the_original_codes_conventions_trains_under_its_own_name(tmp_path):
+    out = tmp_path / "downsample.json"
+    data = omniglot_root(("images_background", "images_evaluation"))
+    assert downsample.network_settings("stride+original") == {"downsample": "stride",
+                                                               "conventions": "original"}
+    assert downsample.network_settings("maxpool") == {"downsample": "maxpool", "conventions": "pytorch"}
+    assert downsample.main(["--only", "train", "--preset", "quick", "--iterations", "2", "--tasks", "4",
+                            "--networks", "stride+original", "--data", str(data),
+                            "--checkpoints", str(tmp_path / "runs"), "--out", str(out), "--no-progress"]) == 0
+    run = json.loads(out.read_text())["train"]["quick@2"]["stride+original"]
+    assert run["iterations"] == 2 and run["num_tasks"] == 4
+    saved = json.loads((tmp_path / "runs" / "quick-stride+original" / "results.json").read_text())
+    assert (saved["config"]["downsample"], saved["config"]["conventions"]) == ("stride", "original")

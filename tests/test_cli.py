@@ -48,6 +48,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
     (["--device", "banana"], "unknown device 'banana' (--device)"),
     (["--tasks", "0"], "--tasks must be an integer >= 1, got 0"),
     (["--n-way", "5"], "--n-way applies to omniglot only"),
+    (["--conventions", "original"], "--conventions applies to omniglot only"),
     (["--layout", "nhwc"], "--data, --cuda-graph and --layout apply to omniglot only"),
     (["--time-limit", "0"], "--time-limit must be a number of seconds > 0, got 0.0"),
 ])
@@ -193,3 +194,14 @@ def test_downsample_chooses_convnet4s_network_and_is_part_of_the_run():
         assert cfg.downsample == choice and build_model(cfg).downsample == choice
         # another network, another run
         assert (cfg.run_id() == preset.run_id()) == (choice == preset.downsample)
+
+
+def test_conventions_choose_convnet4s_details_and_are_part_of_the_run():
+    from mamlcourse.cli import _config_from_args, build_parser
+
+    base = ["train", "omniglot", "--preset", "quick", "--out", "x"]
+    preset = _config_from_args(build_parser().parse_args(base))
+    for choice in ("pytorch", "original"):
+        cfg = _config_from_args(build_parser().parse_args([*base, "--conventions", choice]))
+        assert cfg.conventions == choice and build_model(cfg).conventions == choice
+        assert (cfg.run_id() == preset.run_id()) == (choice == preset.conventions)

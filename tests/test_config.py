@@ -113,7 +113,8 @@ def other_value(value):
     if isinstance(value, (int, float)):
         return value * 2 + 1
     if isinstance(value, str):
-        return {"paper": "lake", "lake": "paper", "maxpool": "stride", "stride": "maxpool"}.get(value, value + "-other")
+        return {"paper": "lake", "lake": "paper", "maxpool": "stride", "stride": "maxpool",
+                "pytorch": "original", "original": "pytorch"}.get(value, value + "-other")
     return tuple(other_value(v) for v in value)
 
 

@@ -35,14 +35,15 @@ def sine_setup(seed: int = 0, hidden=(8, 8)):
     return model.to(device_under_test()), tasks.to(device_under_test())
 
 
-def conv_setup(seed: int = 0, downsample: str = "maxpool"):
+def conv_setup(seed: int = 0, downsample: str = "maxpool", conventions: str = "pytorch"):
     """A tiny ConvNet4 (batch norm with batch statistics) and random 3-way 1-shot tasks.
 
     ``downsample="stride"`` is the paper's Omniglot network (Section 5.2), which the Table 1
     presets train: stride-2 convolutions, 16 -> 8 -> 4 -> 2 -> 1 here, then the mean.
+    ``conventions="original"``: the original code's details, batch-norm offsets not adapted.
     """
     torch.manual_seed(seed)
-    model = ConvNet4(n_way=3, num_filters=4, image_size=16, downsample=downsample)
+    model = ConvNet4(n_way=3, num_filters=4, image_size=16, downsample=downsample, conventions=conventions)
     g = seeded_generator(seed)
     x_support = torch.randn(3, 3, 1, 16, 16, generator=g)
     x_query = torch.randn(3, 6, 1, 16, 16, generator=g)
@@ -53,9 +54,11 @@ def conv_setup(seed: int = 0, downsample: str = "maxpool"):
 
 
 strided_setup = functools.partial(conv_setup, downsample="stride")
-# The three networks whose meta-gradients are checked: the MLP, and both Omniglot networks.
-SETUPS = [(sine_setup, SINE), (conv_setup, CONV), (strided_setup, CONV)]
-SETUP_IDS = ["mlp", "conv-bn", "conv-bn-stride"]
+original_setup = functools.partial(conv_setup, downsample="stride", conventions="original")
+# The networks whose meta-gradients are checked: the MLP, both Omniglot networks, and the strided
+# one with the original code's conventions (some parameters meta-learned but not adapted).
+SETUPS = [(sine_setup, SINE), (conv_setup, CONV), (strided_setup, CONV), (original_setup, CONV)]
+SETUP_IDS = ["mlp", "conv-bn", "conv-bn-stride", "conv-bn-stride-original"]
 
 
 def meta_grad(model, tasks, cfg, **kwargs):
@@ -65,8 +68,12 @@ def meta_grad(model, tasks, cfg, **kwargs):
 
 
 def reference_meta_grad(model, tasks, cfg, first_order=False):
-    """An independent oracle: a per-task loop with torch.autograd.grad, written from the maths."""
+    """An independent oracle: a per-task loop with torch.autograd.grad, written from the maths.
+
+    The parameters the model names in ``not_adapted`` take no inner step (their meta-gradient
+    comes through the forward passes alone)."""
     params = get_params(model)
+    fixed = {n for n in params if n in getattr(model, "not_adapted", ())}
     loss_fn = F.mse_loss if cfg.loss == "mse" else F.cross_entropy
     total = 0.0
     for x_s, y_s, x_q, y_q in (tuple(t) for t in tasks.tasks()):
@@ -74,7 +81,8 @@ def reference_meta_grad(model, tasks, cfg, first_order=False):
         for _ in range(cfg.num_inner_steps):
             inner = loss_fn(functional_call(model, adapted, (x_s,)), y_s)
             grads = torch.autograd.grad(inner, list(adapted.values()), create_graph=not first_order)
-            adapted = {n: p - cfg.inner_lr * g for (n, p), g in zip(adapted.items(), grads)}
+            adapted = {n: p if n in fixed else p - cfg.inner_lr * g
+                       for (n, p), g in zip(adapted.items(), grads)}
         total = total + loss_fn(functional_call(model, adapted, (x_q,)), y_q)
     total = total / len(tasks)
     return dict(zip(params, torch.autograd.grad(total, list(params.values()))))
@@ -122,7 +130,8 @@ def test_meta_gradient_matches_an_independent_autograd_loop(float64, vectorize):
     assert max_abs_diff(got, want) < 1e-12
 
 
-@pytest.mark.parametrize("setup", [conv_setup, strided_setup], ids=["conv-bn", "conv-bn-stride"])
+@pytest.mark.parametrize("setup", [conv_setup, strided_setup, original_setup],
+                         ids=["conv-bn", "conv-bn-stride", "conv-bn-stride-original"])
 @pytest.mark.parametrize("vectorize", [True, False], ids=["vmap", "loop"])
 def test_convnet_meta_gradient_matches_an_independent_autograd_loop(float64, setup, vectorize):
     """The course's meta-gradient of both Omniglot networks (second order, batch statistics,
@@ -269,3 +278,26 @@ def test_autograd_and_func_inner_gradients_agree(float64, first_order):
     assert max_abs_diff(grads_func, grads_autograd) < 1e-12
     with pytest.raises(ValueError, match="grad_with must be 'func' or 'autograd'"):
         inner_loop(model, params, x, y, grad_with="jax", **kwargs)
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+def test_parameters_a_model_does_not_adapt_stay_put_and_are_still_meta_learned(float64, first_order):
+    """The original code's batch-norm offsets: no inner step, yet a meta-gradient (through
+    every forward pass), equal to the oracle's in both orders."""
+    model, tasks = original_setup()
+    model.double()
+    tasks = TaskBatch(*(t.double() if t.is_floating_point() else t for t in tasks))
+    assert model.not_adapted  # the offsets of the four batch norms
+    params = get_params(model)
+    for grad_with in ("func", "autograd"):
+        adapted = inner_loop(model, params, tasks.x_support[0], tasks.y_support[0], loss_fn=F.cross_entropy,
+                             inner_lr=0.4, num_inner_steps=2, first_order=first_order, grad_with=grad_with)
+        assert list(adapted) == list(params)
+        assert all(adapted[n] is params[n] for n in model.not_adapted)
+        # every weight moves (a conv bias does not: the batch norm after it cancels it)
+        assert all(max_abs_diff(adapted[n], params[n]) > 1e-6 for n in params if n.endswith("weight"))
+    cfg = dataclasses.replace(CONV, first_order=first_order)
+    for vectorize in (True, False):
+        got = meta_grad(model, tasks, cfg, vectorize=vectorize)
+        assert max_abs_diff(got, reference_meta_grad(model, tasks, CONV, first_order=first_order)) < 1e-10
+        assert all(got[n].abs().max() > 1e-6 for n in model.not_adapted)  # meta-learned

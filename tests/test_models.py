@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mamlcourse.config import OmniglotConfig
-from mamlcourse.models import ConvNet4, SineMLP, channels_last
+from mamlcourse.models import ConvNet4, SameConv2d, SineMLP, channels_last
 
 # The names of trained/*/checkpoint.pt: a change here breaks loading the shipped models.
 SINE_NAMES = [f"layers.{i}.{kind}" for i in range(3) for kind in ("weight", "bias")]
@@ -103,3 +103,67 @@ def test_build_model_follows_the_configs_downsample():
     from mamlcourse.models import build_model
     for d in ("maxpool", "stride"):
         assert build_model(OmniglotConfig(downsample=d)).downsample == d
+
+
+def test_same_padding_is_tensorflows():
+    """TensorFlow's "SAME": ceil(size / stride) outputs; an odd total padding puts its extra
+    row and column after. A 3x3 stride-2 convolution pads 28 and 14 by (0, 1), 7 by (1, 1)."""
+    torch.manual_seed(0)
+    conv = SameConv2d(2, 3, 3, stride=2).double()
+    for size, (before, after) in ((28, (0, 1)), (14, (0, 1)), (7, (1, 1)), (4, (0, 1))):
+        x = torch.randn(2, 2, size, size, dtype=torch.float64)
+        want = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (before, after, before, after)),
+                                          conv.weight, conv.bias, stride=2)
+        got = conv(x)
+        assert got.shape[-1] == -(-size // 2)
+        assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    x = torch.randn(2, 2, 7, 7, dtype=torch.float64)
+    symmetric = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)
+    assert torch.allclose(conv(x), symmetric)  # on an odd size both paddings agree ...
+    x = torch.randn(2, 2, 28, 28, dtype=torch.float64)
+    shifted = torch.nn.functional.conv2d(x, conv.weight, conv.bias, stride=2, padding=1)
+    assert not torch.allclose(conv(x), shifted)  # ... on an even one PyTorch's grid is shifted
+
+
+def test_the_original_conventions_are_the_original_codes_network():
+    """conventions="original": maml.py/utils.py's Omniglot network. Batch norm is
+    tf.contrib.layers.batch_norm's defaults (an offset, no scale, eps 1e-3) whose offsets are
+    not fast weights; Glorot-uniform convolutions, zero biases, a head drawn from N(0, 1)."""
+    torch.manual_seed(0)
+    net = ConvNet4(n_way=5, downsample="stride", conventions="original").double()
+    names = [n for n, _ in net.named_parameters()]
+    scales = {f"features.{4 * b + 1}.weight" for b in range(4)}  # batch norm has no scale
+    assert names == [n for n in CONV_NAMES if n not in scales]
+    assert net.not_adapted == {f"features.{4 * b + 1}.bias" for b in range(4)}
+    assert ConvNet4(n_way=5, downsample="stride").not_adapted == frozenset()
+    p = dict(net.named_parameters())
+    for b in range(4):
+        fan = 9 * (1 if b == 0 else 64) + 9 * 64
+        assert p[f"features.{4 * b}.weight"].abs().max() <= (6 / fan) ** 0.5  # Glorot-uniform's bound
+        assert (p[f"features.{4 * b}.bias"] == 0).all() and (p[f"features.{4 * b + 1}.bias"] == 0).all()
+    assert 0.85 < p["head.weight"].std() < 1.15 and (p["head.bias"] == 0).all()
+    images = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    x = images
+    for b in range(4):
+        x = torch.nn.functional.pad(x, (0, 1, 0, 1) if x.shape[-1] % 2 == 0 else (1, 1, 1, 1))
+        conv = f"features.{4 * b}"
+        x = torch.nn.functional.conv2d(x, p[conv + ".weight"], p[conv + ".bias"], stride=2)
+        x = torch.nn.functional.batch_norm(x, None, None, None, p[f"features.{4 * b + 1}.bias"],
+                                           training=True, eps=1e-3)
+        x = torch.relu(x)
+    by_hand = torch.nn.functional.linear(x.mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
+    assert torch.allclose(net(images), by_hand, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_conventions_are_refused_naming_the_choices():
+    with pytest.raises(ValueError, match=r"conventions must be one of \('pytorch', 'original'\), got 'tf'"):
+        ConvNet4(conventions="tf")
+    refused = r"conventions \(--conventions\) must be 'pytorch' or 'original', got 'tf'"
+    with pytest.raises(ValueError, match=refused):
+        OmniglotConfig(conventions="tf")
+
+
+def test_build_model_follows_the_configs_conventions():
+    from mamlcourse.models import build_model
+    for c in ("pytorch", "original"):
+        assert build_model(OmniglotConfig(conventions=c)).conventions == c
