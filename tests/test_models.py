@@ -91,18 +91,27 @@ def test_the_strided_network_is_the_original_codes_omniglot_network():
     assert torch.allclose(nchw(images), out, rtol=1e-12, atol=1e-12)  # the layout changes nothing here either
 
 
-def test_a_bad_downsample_is_refused_naming_the_choices():
-    with pytest.raises(ValueError, match=r"downsample must be one of \('maxpool', 'stride'\), got 'pool'"):
-        ConvNet4(downsample="pool")
-    refused = r"downsample \(--downsample\) must be 'maxpool' or 'stride', got 'pool'"
+NETWORK_CHOICES = pytest.mark.parametrize("field, choices, bad", [
+    ("downsample", ("maxpool", "stride"), "pool"),
+    ("conventions", ("pytorch", "original"), "tf"),
+])
+
+
+@NETWORK_CHOICES
+def test_a_bad_network_choice_is_refused_naming_the_choices(field, choices, bad):
+    first, second = choices
+    with pytest.raises(ValueError, match=rf"{field} must be one of \('{first}', '{second}'\), got '{bad}'"):
+        ConvNet4(**{field: bad})
+    refused = rf"{field} \(--{field}\) must be '{first}' or '{second}', got '{bad}'"
     with pytest.raises(ValueError, match=refused):
-        OmniglotConfig(downsample="pool")
+        OmniglotConfig(**{field: bad})
 
 
-def test_build_model_follows_the_configs_downsample():
+@NETWORK_CHOICES
+def test_build_model_follows_the_configs_network_choice(field, choices, bad):
     from mamlcourse.models import build_model
-    for d in ("maxpool", "stride"):
-        assert build_model(OmniglotConfig(downsample=d)).downsample == d
+    for choice in choices:
+        assert getattr(build_model(OmniglotConfig(**{field: choice})), field) == choice
 
 
 def test_same_padding_is_tensorflows():
@@ -153,17 +162,3 @@ def test_the_original_conventions_are_the_original_codes_network():
         x = torch.relu(x)
     by_hand = torch.nn.functional.linear(x.mean(dim=(2, 3)), p["head.weight"], p["head.bias"])
     assert torch.allclose(net(images), by_hand, rtol=1e-12, atol=1e-12)
-
-
-def test_bad_conventions_are_refused_naming_the_choices():
-    with pytest.raises(ValueError, match=r"conventions must be one of \('pytorch', 'original'\), got 'tf'"):
-        ConvNet4(conventions="tf")
-    refused = r"conventions \(--conventions\) must be 'pytorch' or 'original', got 'tf'"
-    with pytest.raises(ValueError, match=refused):
-        OmniglotConfig(conventions="tf")
-
-
-def test_build_model_follows_the_configs_conventions():
-    from mamlcourse.models import build_model
-    for c in ("pytorch", "original"):
-        assert build_model(OmniglotConfig(conventions=c)).conventions == c
