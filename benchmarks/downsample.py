@@ -26,8 +26,9 @@ we used strided convolutions instead of max-pooling". ``OmniglotConfig.downsampl
   padding).
 
 Results go to ``results/downsample_<device>.json`` (``--out``), written after each part, with
-the provenance of the call that measured each part (``provenance["speed"]``,
-``provenance["train KEY"]``). Omniglot reads ``--data`` (default ``$MAMLCOURSE_DATA``).
+the provenance of the call that measured each part (``provenance["speed"]``, and for each
+network trained ``provenance["train KEY NETWORK"]``, so that a call training one network keeps
+the provenance of the others). Omniglot reads ``--data`` (default ``$MAMLCOURSE_DATA``).
 """
 
 from __future__ import annotations
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault("train", {}).setdefault(key, {}).update(train_both(
                 args.preset, args.iterations, args.tasks, device, args.data, folder, not args.no_progress,
                 networks))
-        made[f"train {key}"] = provenance("n/a", command, device)
+        for network in networks:
+            made[f"train {key} {network}"] = provenance("n/a", command, device)
         write_json(out, results)
     print(f"wrote {out}")
     return 0

@@ -51,9 +51,10 @@ def test_speed_then_train_measure_both_networks_into_one_file(tmp_path):
         assert run["iterations"] == 2 and run["num_tasks"] == 4 and 0 <= run["accuracy"] <= 1
         saved = json.loads((tmp_path / "runs" / f"quick-{name}" / "results.json").read_text())
         assert saved["config"]["downsample"] == name and saved["config"]["seed"] == 0
-    assert set(results["provenance"]) == {"speed", "train quick@2"}  # each part says how it was measured
+    # each part, and each network trained, says how it was measured
+    assert set(results["provenance"]) == {"speed", "train quick@2 maxpool", "train quick@2 stride"}
     assert "--speed-iterations" in results["provenance"]["speed"]["command"]
-    assert "CPU cores (" in results["provenance"]["train quick@2"]["machine"]  # the CPU's model name
+    assert "CPU cores (" in results["provenance"]["train quick@2 stride"]["machine"]  # the CPU's model name
 
 
 def test_an_unknown_part_or_network_is_refused_naming_the_choices(tmp_path):
@@ -66,6 +67,9 @@ def test_an_unknown_part_or_network_is_refused_naming_the_choices(tmp_path):
 
 def test_a_network_with_the_original_codes_conventions_trains_under_its_own_name(tmp_path):
     out = tmp_path / "downsample.json"
+    earlier = {"command": "python benchmarks/downsample.py --networks stride (an earlier call)"}
+    out.write_text(json.dumps({"provenance": {"train quick@2 stride": earlier},
+                               "train": {"quick@2": {"stride": {"accuracy": 0.5}}}}))
     data = omniglot_root(("images_background", "images_evaluation"))
     assert downsample.network_settings("stride+original") == {"downsample": "stride",
                                                                "conventions": "original"}
@@ -73,7 +77,11 @@ def test_a_network_with_the_original_codes_conventions_trains_under_its_own_name
     assert downsample.main(["--only", "train", "--preset", "quick", "--iterations", "2", "--tasks", "4",
                             "--networks", "stride+original", "--data", str(data),
                             "--checkpoints", str(tmp_path / "runs"), "--out", str(out), "--no-progress"]) == 0
-    run = json.loads(out.read_text())["train"]["quick@2"]["stride+original"]
+    results = json.loads(out.read_text())
+    run = results["train"]["quick@2"]["stride+original"]
     assert run["iterations"] == 2 and run["num_tasks"] == 4
+    assert results["train"]["quick@2"]["stride"] == {"accuracy": 0.5}  # the other network's run stays
+    assert results["provenance"]["train quick@2 stride"] == earlier  # and so does how it was made
+    assert "--networks stride+original" in results["provenance"]["train quick@2 stride+original"]["command"]
     saved = json.loads((tmp_path / "runs" / "quick-stride+original" / "results.json").read_text())
     assert (saved["config"]["downsample"], saved["config"]["conventions"]) == ("stride", "original")
