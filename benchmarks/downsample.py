@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             results.setdefault("train", {}).setdefault(key, {}).update(train_both(
                 args.preset, args.iterations, args.tasks, device, args.data, folder, not args.no_progress,
                 networks))
-        for network in networks:
-            made[f"train {key} {network}"] = provenance("n/a", command, device)
+        call = provenance("n/a", command, device)  # one call (git, lscpu) made every network's run
+        made.update({f"train {key} {network}": call for network in networks})
         write_json(out, results)
     print(f"wrote {out}")
     return 0
