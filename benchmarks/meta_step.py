@@ -52,7 +52,7 @@ from torch import Tensor, nn
 
 from mamlcourse.config import MetaConfig, OmniglotConfig, omniglot_preset, resolve_device, sine_preset
 from mamlcourse.data.sine import SineTasks
-from mamlcourse.maml import default_vectorize, get_params, meta_loss
+from mamlcourse.maml import get_params, meta_loss, resolve_vectorize
 from mamlcourse.models import build_model
 from mamlcourse.tasks import TaskBatch, random_image_tasks, seeded_generator
 
@@ -388,8 +388,8 @@ def run_benchmark(bench: Benchmark, *, device: torch.device, iterations: int, wa
     tasks = tasks.to(device)
     torch.manual_seed(SEED)
     model = build_model(cfg).to(device)
-    if vectorize is None:
-        vectorize = cfg.vectorize if cfg.vectorize is not None else default_vectorize(model, device)
+    vectorize = resolve_vectorize(vectorize, model, device, configured=cfg.vectorize,
+                                  task_images=tasks.x_support.shape[1] + tasks.x_query.shape[1])
 
     backwards: dict[str, Backward] = {"mamlcourse": mamlcourse_backward(vectorize)}
     versions = {"mamlcourse": importlib.metadata.version("mamlcourse") if peer_version("mamlcourse")

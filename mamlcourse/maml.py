@@ -163,31 +163,43 @@ def adaptation_trajectory(model: nn.Module, params: Params, x_support: Tensor, y
     return [detach_params(p) for p in path]
 
 
-def default_vectorize(model: nn.Module, device: torch.device | str) -> bool:
+# On the CPU, a strided ConvNet4 runs a meta-batch under vmap when a task holds at most this many
+# images, support and query together (5-way 1-shot with 1 query per class: 10).
+SMALL_TASK_IMAGES = 10
+
+
+def default_vectorize(model: nn.Module, device: torch.device | str, *,
+                      task_images: int | None = None) -> bool:
     """Whether a meta-batch should run under ``vmap`` (True) or as a loop (False).
 
     vmap for a network without convolutions (the sine MLP), whose cost is per-operation
     overhead that vmap pays once for all tasks. For a conv net (ConvNet4), vmap on CUDA,
-    where a loop pays kernel launches per task, and a loop on the CPU, where the cost is
-    arithmetic that vmap does not reduce and vmap's batched intermediates take more memory.
-    The timings behind this rule, with their commands: docs/results.md, "Measurements
-    moved out of docstrings (issue 16)".
+    where a loop pays kernel launches per task. On the CPU, a loop, where the cost is
+    arithmetic that vmap does not reduce and vmap's batched intermediates take more memory;
+    except for ConvNet4 with strided convolutions on small tasks (``task_images``, the support
+    and query images of one task, at most ``SMALL_TASK_IMAGES``), whose convolutions are small
+    enough that per-operation overhead dominates again. ``task_images`` None (not known): the
+    loop. The timings behind this rule, with their commands: docs/results.md, "vmap or a loop
+    on the CPU, per preset and network".
     """
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     if not has_conv:
         return True
-    return torch.device(device).type == "cuda"
+    if torch.device(device).type == "cuda":
+        return True
+    return (getattr(model, "downsample", None) == "stride" and task_images is not None
+            and task_images <= SMALL_TASK_IMAGES)
 
 
 def resolve_vectorize(vectorize: bool | None, model: nn.Module, device: torch.device | str, *,
-                      configured: bool | None = None) -> bool:
+                      configured: bool | None = None, task_images: int | None = None) -> bool:
     """The one rule for vmap or loop: the argument, else ``configured`` (a config's
-    ``vectorize``, for training), else ``default_vectorize(model, device)``."""
+    ``vectorize``, for training), else ``default_vectorize(model, device, task_images=...)``."""
     if vectorize is not None:
         return vectorize
     if configured is not None:
         return configured
-    return default_vectorize(model, device)
+    return default_vectorize(model, device, task_images=task_images)
 
 
 def params_device(params: Params) -> torch.device:
@@ -255,7 +267,8 @@ def meta_loss(model: nn.Module, params: Params, tasks: TaskBatch, cfg: MetaConfi
     num_inner_steps = cfg.num_inner_steps if num_inner_steps is None else num_inner_steps
     first_order = cfg.first_order if first_order is None else first_order
     tasks = place_tasks(tasks, params)
-    vectorize = resolve_vectorize(vectorize, model, tasks.device, configured=cfg.vectorize)
+    vectorize = resolve_vectorize(vectorize, model, tasks.device, configured=cfg.vectorize,
+                                  task_images=tasks.x_support.shape[1] + tasks.x_query.shape[1])
 
     # Outside vmap, torch.autograd.grad is the faster way to the inner gradient (same numbers).
     grad_with = "autograd" if (not vectorize and torch.is_grad_enabled()

@@ -13,7 +13,9 @@ from torch.func import functional_call, vmap
 from conftest import device_under_test, max_abs_diff
 from mamlcourse.config import OmniglotConfig, SineConfig
 from mamlcourse.data.sine import SineTasks
+import mamlcourse.maml as maml_module
 from mamlcourse.maml import (
+    SMALL_TASK_IMAGES,
     adaptation_trajectory,
     default_vectorize,
     get_params,
@@ -250,6 +252,27 @@ def test_classification_metrics_report_accuracy_per_task():
 def test_default_vectorize_picks_vmap_for_mlps_and_the_loop_for_convnets_on_cpu():
     assert default_vectorize(SineMLP(), "cpu") is True
     assert default_vectorize(ConvNet4(), "cpu") is False
+    assert default_vectorize(ConvNet4(), "cuda") is True
+
+
+@pytest.mark.parametrize("downsample, task_images, vmap", [
+    ("stride", SMALL_TASK_IMAGES, True),        # 5-way 1-shot, one query per class: vmap ~2x faster
+    ("stride", SMALL_TASK_IMAGES + 1, False),   # larger tasks: the loop
+    ("stride", None, False),                    # not known: the loop
+    ("maxpool", SMALL_TASK_IMAGES, False),      # the max-pool network's convolutions are larger
+])
+def test_on_cpu_the_strided_convnet_takes_vmap_on_small_tasks_only(downsample, task_images, vmap):
+    assert default_vectorize(ConvNet4(downsample=downsample), "cpu", task_images=task_images) is vmap
+
+
+def test_meta_loss_counts_a_tasks_support_and_query_images_for_the_rule(monkeypatch):
+    seen = []
+    real = maml_module.default_vectorize
+    monkeypatch.setattr(maml_module, "default_vectorize",
+                        lambda *a, **k: seen.append(k["task_images"]) or real(*a, **k))
+    model, tasks = conv_setup(downsample="stride")
+    meta_loss(model, get_params(model), tasks, CONV)
+    assert seen == [3 + 6]  # 3-way 1-shot with 2 query images per class
 
 
 def test_negative_step_count_is_refused():
