@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from .checkpoint import checkpoint_path, load_checkpoint
 from .config import MetaConfig
 from .cuda_graph import GraphedMetaStep, finite_gradients
+from .machine import device_name
 from .maml import get_params, meta_loss
 from .tasks import TaskBatch, TaskSampler
 from .training_state import History, RunFolder, TrainingDiverged, TrainingState
@@ -136,7 +137,8 @@ def _loop(state: TrainingState, sampler: TaskSampler, objective: Objective, path
     losses = list(state.pending.get("losses", torch.zeros(0)).to(device).unbind())
     accuracies = list(state.pending.get("accuracies", torch.zeros(0)).to(device).unbind())
     state.pending = {}
-    tic = time.perf_counter()
+    where = device_name(device)
+    tic, timed_to = time.perf_counter(), state.step  # time and iterations not yet counted
 
     def diverged(message: str) -> TrainingDiverged:
         bar.close()
@@ -175,8 +177,8 @@ def _loop(state: TrainingState, sampler: TaskSampler, objective: Objective, path
             if not math.isfinite(mean_loss):
                 raise diverged(f"the meta-loss became {mean_loss} by step {step}")
             now = time.perf_counter()
-            history.wall_seconds += now - tic
-            tic = now
+            history.add_time(now - tic, step - timed_to, where)
+            tic, timed_to = now, step
             history.step.append(step)
             history.meta_loss.append(mean_loss)
             postfix = {"loss": f"{mean_loss:.4f}"}
@@ -197,7 +199,7 @@ def _loop(state: TrainingState, sampler: TaskSampler, objective: Objective, path
             if not at_checkpoint:
                 # Mid-interval: the interval's per-step values go into the checkpoint too, so
                 # the resumed run logs exactly what an uninterrupted one would.
-                history.wall_seconds += time.perf_counter() - tic
+                history.add_time(time.perf_counter() - tic, step - timed_to, where)
                 state.pending = {name: torch.stack(values) for name, values in
                                  (("losses", losses), ("accuracies", accuracies)) if values}
                 save()

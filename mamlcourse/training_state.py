@@ -60,6 +60,9 @@ class History:
         accuracy: mean query accuracy over the interval (classification only).
         validation_step, validation: validation scores and when they were taken.
         wall_seconds: training time so far, summed over resumptions.
+        devices: where that time went, ``{device name: {"iterations": n, "seconds": s}}``
+            (``machine.device_name``, e.g. ``"cpu (AMD EPYC)"``): a run resumed on another
+            device (a GPU window continuing a CPU run) says how much each did.
     """
 
     step: list[int] = field(default_factory=list)
@@ -68,13 +71,28 @@ class History:
     validation_step: list[int] = field(default_factory=list)
     validation: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
+    devices: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def add_time(self, seconds: float, iterations: int, device: str) -> None:
+        """Count ``seconds`` of training, and the ``iterations`` they ran, to ``device``'s name."""
+        self.wall_seconds += seconds
+        spent = self.devices.setdefault(device, {"iterations": 0, "seconds": 0.0})
+        spent["iterations"] += iterations
+        spent["seconds"] += seconds
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> History:
-        return cls(**data)
+    def from_dict(cls, data: dict, *, steps: int = 0, device: str | None = None) -> History:
+        """The history saved by ``to_dict``. One saved before it counted time by device
+        (no ``devices``) has its ``steps`` and time given to ``device``, the device named in
+        its checkpoint: where the last save before it ran."""
+        history = cls(**data)
+        if "devices" not in data and device is not None and (steps or history.wall_seconds):
+            history.devices[f"{device} (the checkpoint's device; saved before time was counted by device)"] = {
+                "iterations": steps, "seconds": history.wall_seconds}
+        return history
 
     @property
     def ms_per_iteration(self) -> float:
@@ -154,7 +172,7 @@ class TrainingState:
         self.optimizer.load_state_dict(optimizer_state)
         self.generator.set_state(saved["generator"])
         torch.set_rng_state(saved["torch_rng"])
-        self.history = History.from_dict(saved["history"])
+        self.history = History.from_dict(saved["history"], steps=int(saved["step"]), device=saved.get("device"))
         self.pending = dict(saved.get("pending", {}))
         self.step = int(saved["step"])
 

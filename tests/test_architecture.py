@@ -109,7 +109,8 @@ def test_the_paper_numbers_of_the_experiments_come_from_published():
 
 
 # docs/architecture.md, "What each layer may import": the layer of each module, and what it may use.
-CORE = {"config", "tasks", "models", "maml", "training_state", "train", "cuda_graph", "checkpoint", "evaluate"}
+CORE = {"config", "tasks", "models", "maml", "training_state", "train", "cuda_graph", "checkpoint", "evaluate",
+        "machine"}
 ALGORITHMS = {"algorithms", "baseline", "meta_gradient"}
 COURSE = {"plotting", "widgets", "checks"}
 ENTRY_POINTS = {"cli", "__main__"}

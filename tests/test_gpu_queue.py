@@ -180,9 +180,13 @@ def test_table1_queue_is_in_the_issues_order_with_the_longest_run_last():
     tiny = [[j.name for j in g] for g in qj.train_groups(qj.QUEUES["tiny"])]
     assert tiny == [["tiny-a", "tiny-b", "tiny-long"]]
     five_one = job_named("table1", "paper-5w1s")
-    # The paper's strided network: a new run, not the lessons' max-pool model (36,000 iterations).
+    # The paper's strided network: a new run, not the lessons' max-pool model (36,000 iterations),
+    # which stays in its own folder. (The new run may have begun on a CPU: it continues from there.)
     assert five_one.folder == "trained/omniglot-5w1s" and five_one.lake
-    assert qj.read_progress(ROOT, five_one).step == 0
+    saved = ROOT / five_one.folder / "checkpoint.pt"
+    if saved.is_file():
+        assert torch.load(saved, map_location="cpu", weights_only=True)["config"]["downsample"] == "stride"
+    assert (ROOT / "trained/omniglot-5w1s-maxpool/checkpoint.pt").is_file()
     twenty_one = job_named("table1", "paper-20w1s")
     assert twenty_one.lake and twenty_one.folder == "trained/omniglot-20w1s"
 
@@ -384,6 +388,22 @@ def test_model_card_reads_results_and_keeps_a_hand_written_card(tmp_path):
         "loop over the tasks, TF32 on, images channels-last (NHWC) (1 chunk)")
     card = queue_card.write_card(tmp_path, folder, settings=settings).read_text()
     assert "| Settings | vmap over the tasks, TF32 on (2 chunks) (`tools/gpu/probe_speed.py`" in card
+
+
+def test_a_run_begun_on_a_cpu_says_so_on_its_card_with_each_devices_time(tmp_path):
+    folder = "trained/omniglot-5w1s-maxpool"
+    shutil.copytree(ROOT / folder, tmp_path / folder)
+    results = json.loads((tmp_path / folder / "results.json").read_text())
+    results["trained_on"] = {"cpu (AMD EPYC)": {"iterations": 30_000, "seconds": 4500.0},
+                             "cuda (NVIDIA H200)": {"iterations": 6_000, "seconds": 60.0}}
+    (tmp_path / folder / "results.json").write_text(json.dumps(results))
+    card = queue_card.write_card(tmp_path, folder).read_text()
+    assert ("; besides, 30,000 iterations on cpu (AMD EPYC) outside the queue, by the same `train` command "
+            "with `--device cpu`") in card
+    assert ("| Budget | 36,000 iterations, 294 s of training on 2 devices: cpu (AMD EPYC): 30,000 iterations in "
+            "4,500 s (150.0 ms/iteration); cuda (NVIDIA H200): 6,000 iterations in 60 s (10.0 ms/iteration) |"
+            ) in card
+    assert "averaged over all chunks" not in card
 
 
 def test_bad_options_fail_with_one_line(tmp_path):

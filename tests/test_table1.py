@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mamlcourse.experiments.omniglot import format_table1, table1
+from mamlcourse.experiments.omniglot import format_table, format_table1, table1
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +84,18 @@ def test_a_max_pool_run_stands_beside_its_column_not_in_it(tmp_path):
     refused = r"with downsample 'stride', not 'maxpool': move it to .*omniglot-20w1s$"
     with pytest.raises(ValueError, match=refused):
         table1(tmp_path)
+
+
+def test_a_run_resumed_on_another_device_names_both_and_gives_no_mean_time(tmp_path):
+    spent = {"cpu (AMD EPYC)": {"iterations": 40_000, "seconds": 6000.0},
+             "cuda (NVIDIA H200)": {"iterations": 20_000, "seconds": 200.0}}
+    write_run(tmp_path, "5w1s", iterations=60_000, trained_on=spent, wall_seconds=6200.0)
+    row = by_preset(table1(tmp_path))["paper-5w1s"]
+    assert row["device"] == "trained on cpu (AMD EPYC) and cuda (NVIDIA H200), scored on NVIDIA H200"
+    results = json.loads((tmp_path / "omniglot-5w1s" / "results.json").read_text())
+    text = format_table(results)
+    assert text.splitlines()[:2] == [
+        "Omniglot paper-5w1s: 60000 meta-iterations, 6200 s of training on 2 devices (scored on NVIDIA H200)",
+        "  trained on cpu (AMD EPYC): 40,000 iterations in 6,000 s (150.0 ms/iteration); "
+        "cuda (NVIDIA H200): 20,000 iterations in 200 s (10.0 ms/iteration)"]
+    assert "ms/iteration)" not in text.splitlines()[0]  # no mean over a CPU and a GPU

@@ -21,6 +21,7 @@ from conftest import assert_same_run, device_under_test
 from mamlcourse.checkpoint import CheckpointMismatch, checkpoint_path, load_checkpoint, save_checkpoint
 from mamlcourse.config import config_from_dict, sine_preset
 from mamlcourse.data.sine import SineTasks
+from mamlcourse.machine import device_name
 from mamlcourse.models import build_model
 from mamlcourse.train import meta_train
 from mamlcourse.training_state import RunFolder, RunFolderError, TrainingState
@@ -164,3 +165,31 @@ def test_an_unwritable_folder_fails_before_the_first_iteration(tmp_path, monkeyp
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(RunFolderError, match=r"cannot write to the run folder .*file/run"):
         meta_train(fresh_model(), sampler, CFG, checkpoint_dir=tmp_path / "file" / "run", progress=False)
+
+
+def test_training_time_is_counted_by_device_across_resumptions(tmp_path):
+    """A run resumed on another device (a GPU window continuing a CPU run) says what each did."""
+    path = saved_run(tmp_path, 40)
+    spent = load_checkpoint(path)["history"]["devices"]
+    here = device_name(device_under_test())
+    assert list(spent) == [here] and spent[here]["iterations"] == 40
+    state = load_checkpoint(path)
+    state["history"]["devices"] = {"cuda (NVIDIA H200)": state["history"]["devices"].pop(here)}  # as if
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+    meta_train(fresh_model(), SineTasks.from_config(CFG), CFG, checkpoint_dir=tmp_path, progress=False)
+    history = load_checkpoint(path)["history"]
+    assert {name: d["iterations"] for name, d in history["devices"].items()} == {
+        "cuda (NVIDIA H200)": 40, here: 20}
+    assert sum(d["seconds"] for d in history["devices"].values()) == pytest.approx(history["wall_seconds"])
+
+
+def test_a_checkpoint_saved_before_time_was_counted_by_device_gives_its_time_to_its_device(tmp_path):
+    path = saved_run(tmp_path, 40)
+    state = load_checkpoint(path)
+    del state["history"]["devices"]  # what the code before it saved
+    save_checkpoint(path, {k: v for k, v in state.items() if k != "format"})
+    loaded = TrainingState.create(fresh_model(), CFG, device=device_under_test())
+    loaded.load(path)
+    (name, spent), = loaded.history.devices.items()
+    assert name == f"{state['device']} (the checkpoint's device; saved before time was counted by device)"
+    assert spent == {"iterations": 40, "seconds": state["history"]["wall_seconds"]}

@@ -44,6 +44,7 @@ from ..algorithms.published import MINIIMAGENET_MAML, OMNIGLOT_5W1S, SINE_5SHOT,
 from ..config import MetaConfig, OmniglotConfig, SineConfig, omniglot_preset, replace, sine_preset
 from ..data.sine import SineTasks
 from ..evaluate import confidence_interval
+from ..machine import cpu_name
 from ..models import build_model
 from ..tasks import TaskBatch, fixed_tasks
 from ..train import TrainingDiverged
@@ -351,17 +352,6 @@ def run_cost(sizes: Sizes, *, device: torch.device | str = "cpu") -> dict[str, A
 
 # ---------------------------------------------------------------------------------------
 # Provenance, tables, plots
-
-def cpu_name() -> str:
-    """The CPU's model name (``lscpu``'s "Model name"): the same 2-core machines differ 3-4x in speed."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
 
 def provenance(mode: str, command: str, device: torch.device | str) -> dict[str, Any]:
     """Where and how results were made: command, date, machine, versions, git commit."""

@@ -28,6 +28,29 @@ def chunk_settings(ledger: dict, job: str) -> str | None:
     return "; ".join(f"{k} ({n} chunk{'s' if n > 1 else ''})" for k, n in seen.items()) or None
 
 
+def off_queue(results: dict) -> str:
+    """The part of a run trained on a CPU, outside the GPU queue (its commands: the folder's train.log)."""
+    spent = results.get("trained_on", {})
+    cpus = {name: d for name, d in spent.items() if name.startswith("cpu")}
+    if not cpus or not any(name.startswith("cuda") for name in spent):
+        return ""
+    return "; besides, " + " and ".join(f"{d['iterations']:,} iterations on {name}" for name, d in cpus.items()) + (
+        " outside the queue, by the same `train` command with `--device cpu` (each command in the run "
+        "folder's `train.log`)")
+
+
+def budget(results: dict) -> str:
+    """Iterations and training time; each device's share when the run was resumed on another one
+    (``results["trained_on"]``: a CPU head start, then GPU windows), never a mean across them."""
+    if len(results.get("trained_on", {})) > 1:
+        from mamlcourse.experiments.omniglot import trained_on  # here: the card's other rows need no torch
+
+        return (f"{results['iterations']:,} iterations, {results['wall_seconds']:.0f} s of training on "
+                f"{len(results['trained_on'])} devices: {trained_on(results)}")
+    return (f"{results['iterations']:,} iterations, {results['wall_seconds']:.0f} s of training on "
+            f"{results['device']} ({results['ms_per_iteration']:.1f} ms/iteration averaged over all chunks)")
+
+
 def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.json",
                settings: str | None = None) -> str:
     cfg, ev = results["config"], results["eval"]
@@ -39,15 +62,14 @@ def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.
         ("Trained by", "the GPU queue (`tools/gpu/README.md`): `python -m mamlcourse train omniglot --preset "
          f"{results['preset']} --out {folder} --cuda-graph` in chunks resumed across GPU windows (each chunk "
          f"in `{ledger}`), then `python -m mamlcourse eval omniglot --checkpoint "
-         f"{folder} --tasks {ev['num_tasks']}{lake_eval}`"),
+         f"{folder} --tasks {ev['num_tasks']}{lake_eval}`" + off_queue(results)),
         ("Config", f"{cfg['n_way']}-way {cfg['k_shot']}-shot, ConvNet4 ({cfg['num_filters']} filters, batch norm "
          f"on batch statistics, {NETWORKS[cfg.get('downsample', 'maxpool')]}), "
          f"{cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
          f"cross-entropy, {'first' if cfg['first_order'] else 'second'} order, Adam β = {cfg['outer_lr']}, "
          f"{cfg['tasks_per_batch']} tasks per batch, {cfg['k_query']} query image(s) per class in training, "
          f"seed {cfg['seed']}, split `{cfg['split']}`, rotations {cfg['rotations']}"),
-        ("Budget", f"{results['iterations']:,} iterations, {results['wall_seconds']:.0f} s of training on "
-         f"{results['device']} ({results['ms_per_iteration']:.1f} ms/iteration averaged over all chunks)"),
+        ("Budget", budget(results)),
         *([("Settings", f"{settings} (`tools/gpu/probe_speed.py` timed the variants; "
                          "`queue_jobs.choose_settings` chose)")] if settings else []),
         ("Test accuracy", f"**{100 * ev['accuracy']:.2f}% ± {100 * ev['ci95']:.2f}** (95% CI) on "
