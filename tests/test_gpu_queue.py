@@ -460,8 +460,10 @@ def test_windows_measure_chunk_bring_back_and_continue(tmp_path):
         assert (here / p).read_bytes() == (gpu1 / p).read_bytes()
 
     # Window 2, from a fresh copy of the tree here: continues both runs to the end, scores them, runs
-    # the command job; the measure is not repeated.
-    gpu2, out2, done = window(tmp_path, here, "2", "--budget", "500", "--only", "tiny-a,tiny-b,tiny-speed")
+    # the command job; the measure is not repeated. The chunks score 3 test tasks, so each run's
+    # 6-task score is its final `eval`, which the queue copies into the run folder.
+    gpu2, out2, done = window(tmp_path, here, "2", "--budget", "500", "--only", "tiny-a,tiny-b,tiny-speed",
+                              "--partial-eval-tasks", "3")
     comes_back(out2)
     ledger = json.loads((gpu2 / qj.ledger_path("tiny")).read_text())
     chunks = ledger["windows"][1]["chunks"]
@@ -472,6 +474,7 @@ def test_windows_measure_chunk_bring_back_and_continue(tmp_path):
         p = qj.read_progress(gpu2, job)
         assert qj.train_state(job, p) == "done", done.stdout
         assert p.step == p.results_iterations == 24 and p.results_tasks == 6
+        assert [c["kind"] for c in chunks if c["job"] == job.name][-1] == "evaluate"
     assert "cpu" in ledger["commands"]["tiny-speed"]["passed"]
     queue_bundle.bring_back(out2, here)
     results = json.loads((here / a.folder / "results.json").read_text())

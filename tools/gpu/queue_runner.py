@@ -26,6 +26,12 @@ import queue_card
 import queue_jobs as qj
 
 
+def eval_folder(job: qj.TrainJob) -> str:
+    """Where a job's final ``eval`` writes (``eval`` never writes into the folder it scores); the
+    queue then copies its results.json into the run folder. Under runs/: not exported."""
+    return f"runs/queue-eval/{Path(job.folder).name}"
+
+
 @dataclass
 class Proc:
     """A running child: a training chunk, a final evaluation, or a command job."""
@@ -224,7 +230,8 @@ class Window:
                 self.log(f"{job.name}: the final evaluation needs ~{need:.0f} s, {self.time_left():.0f} s left")
                 return None
             argv = [sys.executable, "-m", "mamlcourse", "eval", "omniglot", "--checkpoint", job.folder,
-                    "--device", self.s.device, "--tasks", str(job.eval_tasks), "--no-progress"]
+                    "--device", self.s.device, "--tasks", str(job.eval_tasks), "--no-progress",
+                    "--out", eval_folder(job)]
             return self.launch(job, "evaluate", argv + (["--lake-runs"] if job.lake else []), log, before=before)
         settings = qj.run_settings(self.s.root, self.s.queue, self.device_name, job, before)
         ms, _ = qj.rate_ms(self.ledger, self.device_name, job.preset, level, probed=settings.ms)
@@ -249,6 +256,12 @@ class Window:
         """Record what a training or evaluation process did, and learn its rates."""
         wall = time.monotonic() - p.started
         rc = p.popen.returncode
+        scored = self.s.root / eval_folder(p.job) / "results.json"
+        if p.kind == "evaluate" and rc == 0 and scored.is_file():
+            # ``eval`` leaves the folder it scores alone; the final score is the run's results.json.
+            target = self.s.root / p.job.folder / "results.json"
+            shutil.copyfile(scored, target.with_name("results.json.tmp"))
+            os.replace(target.with_name("results.json.tmp"), target)
         after = qj.read_progress(self.s.root, p.job)
         steps, seconds = after.step - p.before.step, after.train_seconds - p.before.train_seconds
         chunk = {"job": p.job.name, "kind": p.kind, "from_step": p.before.step, "to_step": after.step,
