@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import importlib.util
 import os
+import sys
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -157,3 +160,17 @@ def serve_directory(directory: Path) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def load_script(path: Path, name: str) -> types.ModuleType:
+    """A script outside the package (``benchmarks/*.py``, ``course.py``) imported as module ``name``.
+
+    Registered in ``sys.modules`` before it runs: dataclasses look their module up while the
+    file executes.
+    """
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+

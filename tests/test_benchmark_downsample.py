@@ -7,27 +7,17 @@ seed, and that a second part adds to the file rather than replacing it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import omniglot_root
+from conftest import load_script, omniglot_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("downsample", ROOT / "benchmarks" / "downsample.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-downsample = _load_benchmark()
+downsample = load_script(ROOT / "benchmarks" / "downsample.py", "downsample")
 
 
 def test_speed_then_train_measure_both_networks_into_one_file(tmp_path):

@@ -7,14 +7,13 @@ script's job, not a test's. Peers that are not installed are skipped.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import load_script
 from mamlcourse.config import OmniglotConfig, SineConfig
 from mamlcourse.models import ConvNet4, SineMLP
 from mamlcourse.tasks import seeded_generator
@@ -22,15 +21,7 @@ from mamlcourse.tasks import seeded_generator
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("meta_step", ROOT / "benchmarks" / "meta_step.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-meta_step = _load_benchmark()
+meta_step = load_script(ROOT / "benchmarks" / "meta_step.py", "meta_step")
 INSTALLED = [name for name in meta_step.PEERS if meta_step.peer_version(name) is not None]
 
 SINE = SineConfig(k_shot=5, k_query=5, num_inner_steps=2, inner_lr=0.05, tasks_per_batch=3)

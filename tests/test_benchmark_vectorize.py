@@ -7,25 +7,17 @@ their meta-gradients agree, names the rule's pick, and that a second call adds r
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("vectorize_benchmark", ROOT / "benchmarks" / "vectorize.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-vectorize = _load_benchmark()
+vectorize = load_script(ROOT / "benchmarks" / "vectorize.py", "vectorize_benchmark")
 
 
 def test_each_row_times_both_paths_after_checking_they_agree_and_calls_add_rows(tmp_path):

@@ -7,7 +7,6 @@ The whole path, installs included, is played by ``tools/newcomer.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import socket
 import time
@@ -15,19 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import omniglot_root, serve_directory
+from conftest import load_script, omniglot_root, serve_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_course():
-    spec = importlib.util.spec_from_file_location("course_under_test", ROOT / "course.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-course = load_course()
+course = load_script(ROOT / "course.py", "course_under_test")
 
 
 @pytest.fixture

@@ -240,14 +240,13 @@ def test_the_cost_table_and_curves_show_imaml_beside_maml():
 
 def test_the_support_curvature_benchmark_measures_alpha_lambda_max(tmp_path):
     """benchmarks/support_curvature.py: a random init is flat, the shipped MAML model is not (Rayleigh ≤ λ_max)."""
-    import importlib.util
     import json
     from pathlib import Path
 
+    from conftest import load_script
+
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "support_curvature.py"
-    spec = importlib.util.spec_from_file_location("support_curvature", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(script, "support_curvature")
     out = tmp_path / "curvature.json"
     assert module.main(["--tasks", "4", "--power-steps", "20", "--out", str(out)]) == 0
     models = json.loads(out.read_text())["models"]
