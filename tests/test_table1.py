@@ -103,6 +103,9 @@ def test_a_run_resumed_on_another_device_names_both_and_gives_no_mean_time(tmp_p
         "  trained on cpu (AMD EPYC): 40,000 iterations in 6,000 s (150.0 ms/iteration); "
         "cuda (NVIDIA H200): 20,000 iterations in 200 s (10.0 ms/iteration)"]
     assert "ms/iteration)" not in text.splitlines()[0]  # no mean over a CPU and a GPU
+    one = tmp_path / "one"
+    write_run(one, "5w1s", trained_on={"cpu (AMD EPYC)": spent["cpu (AMD EPYC)"]})
+    assert by_preset(table1(one))["paper-5w1s"]["device"] == "cpu (AMD EPYC)"  # the CPU named
 
 
 def test_a_run_stopped_between_log_points_is_scored_at_its_checkpoints_step(tmp_path):

@@ -253,7 +253,7 @@ def _run(folder: Path, preset: str, network: str, target: float) -> dict[str, An
                          f"move it to {right}")
     ev = results["eval"]
     devices = results.get("trained_on", {})
-    device = (results["device"] if len(devices) < 2
+    device = (results["device"] if not devices else next(iter(devices)) if len(devices) == 1
               else "trained on " + " and ".join(devices) + f", scored on {results['device']}")
     run: dict[str, Any] = dict(iterations=results["iterations"], num_tasks=ev["num_tasks"],
                                device=device, accuracy=100 * ev["accuracy"], ci95=100 * ev["ci95"])
