@@ -95,9 +95,17 @@ class History:
         return history
 
     @property
+    def iterations(self) -> int:
+        """Meta-iterations trained: those counted by device, which include a run's last steps
+        after its last log point (a stop at a time limit); else the last log point."""
+        if self.devices:
+            return int(sum(spent["iterations"] for spent in self.devices.values()))
+        return self.step[-1] if self.step else 0
+
+    @property
     def ms_per_iteration(self) -> float:
         """Mean wall time of one meta-iteration (NaN before the first)."""
-        return 1000 * self.wall_seconds / self.step[-1] if self.step else math.nan
+        return 1000 * self.wall_seconds / self.iterations if self.iterations else math.nan
 
 
 def precision_settings(device: torch.device) -> dict[str, bool]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -29,14 +28,14 @@ import torch
 from torch import nn
 
 from ..algorithms.published import LAKE_RUNS_ERROR, OMNIGLOT_MAML
-from ..checkpoint import checkpoint_path, load_model
+from ..checkpoint import load_model
 from ..config import OmniglotConfig, omniglot_preset
 from ..data.omniglot import SPLITS, OmniglotTasks, lake_runs, load_images
 from ..evaluate import EvalResult, adaptation_curve, evaluate
 from ..maml import get_params
 from ..models import ConvNet4, build_model
 from ..tasks import VALIDATION_SEED, TaskBatch, fixed_tasks
-from ..train import History, meta_train, start_of
+from ..train import History, meta_train
 from .results_json import write_json
 
 # The paper's Table 1 (accuracy %, 95% CI over 600 test tasks) for each paper preset, and Lake et al.'s
@@ -76,8 +75,7 @@ def train_omniglot(cfg: OmniglotConfig, out: str | os.PathLike, *, device: torch
     history = meta_train(model, samplers["train"], cfg, checkpoint_dir=out, device=device,
                          progress=progress, validate=validate, validate_every=validate_every,
                          cuda_graph=cuda_graph, deadline=deadline)
-    return score_run(model, cfg, Path(out) / "results.json", history, samplers["test"],
-                     iterations=start_of(checkpoint_path(out)))
+    return score_run(model, cfg, Path(out) / "results.json", history, samplers["test"])
 
 
 def eval_omniglot(out: str | os.PathLike, *, device: torch.device, results_path: str | os.PathLike,
@@ -93,7 +91,7 @@ def eval_omniglot(out: str | os.PathLike, *, device: torch.device, results_path:
     images = load_images(data_root, image_size=cfg.image_size, progress=progress)
     test = OmniglotTasks.from_config(cfg, "test", omniglot=images, device=device)
     history = History.from_dict(state["history"], steps=int(state["step"]), device=state.get("device"))
-    return score_run(model, cfg, Path(results_path), history, test, iterations=int(state["step"]),
+    return score_run(model, cfg, Path(results_path), history, test,
                      lake_root=data_root if lake_runs else None, lake=lake_runs)
 
 
@@ -129,23 +127,18 @@ def score_lake_runs(model: ConvNet4, cfg: OmniglotConfig, root: str | os.PathLik
 
 
 def score_run(model: nn.Module, cfg: OmniglotConfig, results_path: Path, history: History,
-              test: OmniglotTasks, *, iterations: int | None = None,
+              test: OmniglotTasks, *,
               lake: bool = False, lake_root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Score ``model`` on the test tasks and write ``results_path``. ``iterations``: the steps the
-    model has taken (its checkpoint's); None: the history's last log point, which a run stopped at
-    a time limit between two log points has passed."""
     tic = time.perf_counter()
-    if iterations is None:
-        iterations = history.step[-1] if history.step else 0
     device = next(model.parameters()).device
     result: EvalResult = evaluate(model, fixed_tasks(test, cfg.eval_tasks), cfg, num_steps=cfg.eval_max_steps)
     accuracy, ci95 = result.at(cfg.eval_inner_steps)
     results: dict[str, Any] = {
         "task": "omniglot",
         "preset": cfg.preset,
-        "iterations": iterations,
+        "iterations": history.iterations,
         "wall_seconds": history.wall_seconds,
-        "ms_per_iteration": 1000 * history.wall_seconds / iterations if iterations else math.nan,
+        "ms_per_iteration": history.ms_per_iteration,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "trained_on": {name: {"iterations": int(spent["iterations"]), "seconds": round(spent["seconds"], 1)}
                        for name, spent in history.devices.items()},
@@ -252,9 +245,11 @@ def _run(folder: Path, preset: str, network: str, target: float) -> dict[str, An
         raise ValueError(f"{path} is a run of {preset} with downsample {found!r}, not {network!r}: "
                          f"move it to {right}")
     ev = results["eval"]
-    devices = results.get("trained_on", {})
-    device = (results["device"] if not devices else next(iter(devices)) if len(devices) == 1
-              else "trained on " + " and ".join(devices) + f", scored on {results['device']}")
+    devices = list(results.get("trained_on", {}))  # each device that trained it (none: written before)
+    if len(devices) > 1:
+        device = "trained on " + " and ".join(devices) + f", scored on {results['device']}"
+    else:
+        device = devices[0] if devices else results["device"]
     run: dict[str, Any] = dict(iterations=results["iterations"], num_tasks=ev["num_tasks"],
                                device=device, accuracy=100 * ev["accuracy"], ci95=100 * ev["ci95"])
     run["reached"] = run["accuracy"] >= target

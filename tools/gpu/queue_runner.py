@@ -256,8 +256,8 @@ class Window:
         """Record what a training or evaluation process did, and learn its rates."""
         wall = time.monotonic() - p.started
         rc = p.popen.returncode
-        scored = self.s.root / eval_folder(p.job) / "results.json"
-        if p.kind == "evaluate" and rc == 0 and scored.is_file():
+        scored = self.s.root / eval_folder(p.job) / "results.json" if p.kind == "evaluate" else None
+        if scored is not None and rc == 0 and scored.is_file():
             # ``eval`` leaves the folder it scores alone; the final score is the run's results.json.
             target = self.s.root / p.job.folder / "results.json"
             shutil.copyfile(scored, target.with_name("results.json.tmp"))
