@@ -406,6 +406,25 @@ def test_a_run_begun_on_a_cpu_says_so_on_its_card_with_each_devices_time(tmp_pat
     assert "averaged over all chunks" not in card
 
 
+def test_a_run_trained_only_on_a_cpu_gets_a_card_naming_the_cpu_commands(tmp_path, capsys):
+    folder = "trained/omniglot-5w1s-maxpool"
+    shutil.copytree(ROOT / folder, tmp_path / folder)
+    (tmp_path / folder / "MODEL_CARD.md").unlink()
+    results = json.loads((tmp_path / folder / "results.json").read_text())
+    results["device"], results["trained_on"] = "cpu", {"cpu (AMD EPYC)": {"iterations": 36_000, "seconds": 5400.0}}
+    (tmp_path / folder / "results.json").write_text(json.dumps(results))
+    assert queue_card.main([folder, "--root", str(tmp_path)]) == 0
+    card = (tmp_path / folder / "MODEL_CARD.md").read_text()
+    assert (f"| Trained by | `python -m mamlcourse train omniglot --preset paper-5w1s --out {folder} --device cpu` "
+            "on cpu (AMD EPYC), outside the GPU queue") in card
+    assert f"then `python -m mamlcourse eval omniglot --checkpoint {folder} --tasks 600 --lake-runs`" in card
+    assert "--cuda-graph" not in card and "GPU windows" not in card
+    assert "294 s of training on cpu (AMD EPYC) (" in card  # the device's name, not "cpu"
+    with pytest.raises(SystemExit) as stop:
+        queue_card.main(["trained/none", "--root", str(tmp_path)])
+    assert stop.value.code == 2 and "no results.json in" in capsys.readouterr().err
+
+
 def test_bad_options_fail_with_one_line(tmp_path):
     done = subprocess.run(QUEUE + ["--root", str(tmp_path), "--queue", "tiny", "next", "--only", "nope",
                                    "--device", "cpu"], capture_output=True, text=True)

@@ -39,6 +39,21 @@ def off_queue(results: dict) -> str:
         "folder's `train.log`)")
 
 
+def trained_by(results: dict, folder: str, ledger: str) -> str:
+    """The commands that trained and scored the run: the GPU queue's chunks (and any CPU head start),
+    or, for a run that never reached a GPU, the CPU commands alone."""
+    score = (f"`python -m mamlcourse eval omniglot --checkpoint {folder} --tasks {results['eval']['num_tasks']}"
+             f"{' --lake-runs' if 'lake_runs' in results else ''}`")
+    devices = list(results.get("trained_on", {})) or [results["device"]]
+    if not any(name.startswith("cuda") for name in devices):
+        return (f"`python -m mamlcourse train omniglot --preset {results['preset']} --out {folder} --device cpu`"
+                f" on {' and '.join(devices)}, outside the GPU queue, resumed from its checkpoint by the same "
+                f"command (each command in the run folder's `train.log`), then {score}")
+    return ("the GPU queue (`tools/gpu/README.md`): `python -m mamlcourse train omniglot --preset "
+            f"{results['preset']} --out {folder} --cuda-graph` in chunks resumed across GPU windows (each chunk "
+            f"in `{ledger}`), then {score}" + off_queue(results))
+
+
 def budget(results: dict) -> str:
     """Iterations and training time; each device's share when the run was resumed on another one
     (``results["trained_on"]``: a CPU head start, then GPU windows), never a mean across them."""
@@ -48,7 +63,8 @@ def budget(results: dict) -> str:
         return (f"{results['iterations']:,} iterations, {results['wall_seconds']:.0f} s of training on "
                 f"{len(results['trained_on'])} devices: {trained_on(results)}")
     return (f"{results['iterations']:,} iterations, {results['wall_seconds']:.0f} s of training on "
-            f"{results['device']} ({results['ms_per_iteration']:.1f} ms/iteration averaged over all chunks)")
+            f"{next(iter(results.get('trained_on', {})), results['device'])} "
+            f"({results['ms_per_iteration']:.1f} ms/iteration averaged over the whole run)")
 
 
 def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.json",
@@ -57,12 +73,8 @@ def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.
     steps = ", ".join(f"{100 * a:.2f}" for a in ev["accuracy_by_step"])
     paper = results.get("paper")
     paper_text = f"; paper (Table 1): {100 * paper['accuracy']:.1f}% ± {100 * paper['ci95']:.1f}" if paper else ""
-    lake_eval = " --lake-runs" if "lake_runs" in results else ""
     rows = [
-        ("Trained by", "the GPU queue (`tools/gpu/README.md`): `python -m mamlcourse train omniglot --preset "
-         f"{results['preset']} --out {folder} --cuda-graph` in chunks resumed across GPU windows (each chunk "
-         f"in `{ledger}`), then `python -m mamlcourse eval omniglot --checkpoint "
-         f"{folder} --tasks {ev['num_tasks']}{lake_eval}`" + off_queue(results)),
+        ("Trained by", trained_by(results, folder, ledger)),
         ("Config", f"{cfg['n_way']}-way {cfg['k_shot']}-shot, ConvNet4 ({cfg['num_filters']} filters, batch norm "
          f"on batch statistics, {NETWORKS[cfg.get('downsample', 'maxpool')]}), "
          f"{cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
@@ -109,3 +121,24 @@ def write_card(root: Path, folder: str, ledger: str = "docs/gpu/table1-queue.jso
             card += old[old.index("\n## The card before"):]
     path.write_text(card)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tools/gpu/queue_card.py FOLDER``: the card of a run finished outside the queue."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write FOLDER/MODEL_CARD.md from FOLDER/results.json "
+                                     "(the queue writes it itself for the runs it finishes).")
+    parser.add_argument("folder", help="the run folder, relative to --root, e.g. trained/omniglot-5w1s")
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2])
+    args = parser.parse_args(argv)
+    if not (args.root / args.folder / "results.json").is_file():
+        parser.error(f"no results.json in {args.root / args.folder}: score the run first "
+                     "(python -m mamlcourse eval omniglot --checkpoint FOLDER --tasks 600 --out DIR, "
+                     "then copy DIR/results.json into FOLDER)")
+    print(write_card(args.root, args.folder))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
