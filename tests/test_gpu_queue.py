@@ -420,6 +420,8 @@ def test_a_run_trained_only_on_a_cpu_gets_a_card_naming_the_cpu_commands(tmp_pat
     assert f"then `python -m mamlcourse eval omniglot --checkpoint {folder} --tasks 600 --lake-runs`" in card
     assert "--cuda-graph" not in card and "GPU windows" not in card
     assert "294 s of training on cpu (AMD EPYC) (" in card  # the device's name, not "cpu"
+    by_queue = queue_card.write_card(tmp_path, folder).read_text()  # what the queue writes for its own runs
+    assert "| Trained by | the GPU queue" in by_queue and "outside the GPU queue" not in by_queue
     with pytest.raises(SystemExit) as stop:
         queue_card.main(["trained/none", "--root", str(tmp_path)])
     assert stop.value.code == 2 and "no results.json in" in capsys.readouterr().err
@@ -501,7 +503,8 @@ def test_windows_measure_chunk_bring_back_and_continue(tmp_path):
     assert f"**{100 * results['eval']['accuracy']:.2f}% ± {100 * results['eval']['ci95']:.2f}**" in card
     status = subprocess.run(QUEUE + ["--root", str(here), "--queue", "tiny", "status"], capture_output=True,
                             text=True, check=True).stdout
-    assert re.search(r"tiny-a\s+done\s+24/24", status) and "tiny-speed    passed on cpu" in status
+    assert re.search(r"tiny-a\s+done\s+24/24\s+nothing left; last eval at 24", status)
+    assert "tiny-speed    passed on cpu" in status
 
     # Chunked over two windows (resumed three times or more) = one uninterrupted run, bit for bit.
     from mamlcourse.cli import run

@@ -111,8 +111,9 @@ def status_text(root: Path, queue: str, device_name: str | None, budget: float) 
                 f"({p.results_tasks} tasks)")
             rate = f"{ms:.2f} ms/it, {source}" if ms else "ms/it unknown"
             options = " ".join(settings.options(kind)) or "the CLI's defaults"
-            lines.append(f"  {job.name:<13} {state:<9} {p.step:>6}/{job.target:<6} needs ~{need / 60:.1f} min "
-                         f"alone ({rate}){score}; next chunk: {options}")
+            head = f"  {job.name:<13} {state:<9} {p.step:>6}/{job.target:<6}"
+            lines.append(f"{head} nothing left{score}" if state == "done" else
+                         f"{head} needs ~{need / 60:.1f} min alone ({rate}){score}; next chunk: {options}")
     gain = (measure or {}).get("gain")
     lines.append(f"  total ~{total / 60:.1f} device-minutes one job at a time (projected), "
                  f"~{total / (budget - 60) if budget > 60 else float('nan'):.1f} windows of {budget:.0f} s"

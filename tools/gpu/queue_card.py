@@ -39,15 +39,16 @@ def off_queue(results: dict) -> str:
         "folder's `train.log`)")
 
 
-def trained_by(results: dict, folder: str, ledger: str) -> str:
+def trained_by(results: dict, folder: str, ledger: str, outside_queue: bool = False) -> str:
     """The commands that trained and scored the run: the GPU queue's chunks (and any CPU head start),
-    or, for a run that never reached a GPU, the CPU commands alone."""
+    or, for a run finished outside the queue, the ``train`` command on the devices it ran on."""
     score = (f"`python -m mamlcourse eval omniglot --checkpoint {folder} --tasks {results['eval']['num_tasks']}"
              f"{' --lake-runs' if 'lake_runs' in results else ''}`")
-    devices = list(results.get("trained_on", {})) or [results["device"]]
-    if not any(name.startswith("cuda") for name in devices):
-        return (f"`python -m mamlcourse train omniglot --preset {results['preset']} --out {folder} --device cpu`"
-                f" on {' and '.join(devices)}, outside the GPU queue, resumed from its checkpoint by the same "
+    if outside_queue:
+        devices = list(results.get("trained_on", {})) or [results["device"]]
+        flag = " --device cpu" if all(name.startswith("cpu") for name in devices) else ""
+        return (f"`python -m mamlcourse train omniglot --preset {results['preset']} --out {folder}{flag}` on "
+                f"{' and '.join(devices)}, outside the GPU queue, resumed from its checkpoint by the same "
                 f"command (each command in the run folder's `train.log`), then {score}")
     return ("the GPU queue (`tools/gpu/README.md`): `python -m mamlcourse train omniglot --preset "
             f"{results['preset']} --out {folder} --cuda-graph` in chunks resumed across GPU windows (each chunk "
@@ -68,13 +69,13 @@ def budget(results: dict) -> str:
 
 
 def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.json",
-               settings: str | None = None) -> str:
+               settings: str | None = None, outside_queue: bool = False) -> str:
     cfg, ev = results["config"], results["eval"]
     steps = ", ".join(f"{100 * a:.2f}" for a in ev["accuracy_by_step"])
     paper = results.get("paper")
     paper_text = f"; paper (Table 1): {100 * paper['accuracy']:.1f}% ± {100 * paper['ci95']:.1f}" if paper else ""
     rows = [
-        ("Trained by", trained_by(results, folder, ledger)),
+        ("Trained by", trained_by(results, folder, ledger, outside_queue)),
         ("Config", f"{cfg['n_way']}-way {cfg['k_shot']}-shot, ConvNet4 ({cfg['num_filters']} filters, batch norm "
          f"on batch statistics, {NETWORKS[cfg.get('downsample', 'maxpool')]}), "
          f"{cfg['num_inner_steps']} inner step(s) of α = {cfg['inner_lr']} on the mean "
@@ -104,14 +105,15 @@ def model_card(results: dict, folder: str, ledger: str = "docs/gpu/table1-queue.
 
 
 def write_card(root: Path, folder: str, ledger: str = "docs/gpu/table1-queue.json",
-               settings: str | None = None) -> Path:
+               settings: str | None = None, outside_queue: bool = False) -> Path:
     """Write ``folder/MODEL_CARD.md`` from ``folder/results.json``, keeping a hand-written card below.
 
     ``settings``: what its chunks ran with (``chunk_settings`` of the ledger), a row of its own.
+    ``outside_queue``: the run was trained to its end by ``train`` commands, not by the queue.
     """
     results = json.loads((root / folder / "results.json").read_text())
     path = root / folder / "MODEL_CARD.md"
-    card = model_card(results, folder, ledger, settings)
+    card = model_card(results, folder, ledger, settings, outside_queue)
     if path.is_file():
         old = path.read_text()
         if not old.startswith(MARK):  # hand-written: kept, its title one level down
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no results.json in {args.root / args.folder}: score the run first "
                      "(python -m mamlcourse eval omniglot --checkpoint FOLDER --tasks 600 --out DIR, "
                      "then copy DIR/results.json into FOLDER)")
-    print(write_card(args.root, args.folder))
+    print(write_card(args.root, args.folder, outside_queue=True))
     return 0
 
 
