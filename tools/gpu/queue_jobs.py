@@ -118,7 +118,7 @@ def _paper(preset: str, *, lake: bool = False) -> TrainJob:
 QUEUES: dict[str, list] = {
     # Issue 13's order (the CUDA check, Table 1's runs after measuring how many share the GPU best,
     # the speed comparison, lesson 5 in full mode) with one change: paper-20w5s goes last. It is
-    # ~228 of the ~311 projected training minutes (PRIOR_MS); the four command jobs after it,
+    # ~228 of the ~304 projected training minutes (PRIOR_MS); the four command jobs after it,
     # ~20 minutes by their estimates, would otherwise wait some 28 windows behind it, and ahead of
     # it they delay it by ~9%.
     "table1": [
